@@ -1,0 +1,65 @@
+# cma-toolkit: `make demo` runs the main job on the embedded mini-ShapeNet; `make test` runs the suite.
+# Both set themselves up (.venv in the repo root); re-running is cheap when nothing changed.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := out/demo
+DEMO_TREE := $(DEMO)/mini-shapenet
+DEMO_PER_CATEGORY ?= 8
+DEMO_SEED ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps test demo clean FORCE
+
+help:
+	@echo "make demo     synthesize the mini-ShapeNet and scan it (sets itself up)"
+	@echo "make test     install, then run the test suite"
+	@echo "make install  create $(VENV) and install the toolkit into it"
+	@echo "make clean    remove $(VENV) and out/"
+
+install: $(STAMP)
+
+# open3d links against libusb-1.0 (Debian package libusb-1.0-0).
+system-deps:
+	@if ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing libusb-1.0-0 (needed by open3d)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	else \
+		echo "open3d needs the system library libusb-1.0; install it, then re-run make:" >&2; \
+		echo "    sudo apt-get install -y libusb-1.0-0" >&2; \
+		exit 1; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || \
+		{ echo "$(PYTHON) is not Python 3.11 (bpy==5.0.1 needs 3.11); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the toolkit and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } \
+		> $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log >&2; echo "install failed; full log: $(VENV)/install.log" >&2; exit 1; }
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Rewritten only when the demo parameters change, so the tree below is rebuilt only then.
+$(DEMO)/.synth-params: FORCE
+	@mkdir -p $(DEMO)
+	@echo "$(DEMO_PER_CATEGORY) $(DEMO_SEED)" | cmp -s - $@ || echo "$(DEMO_PER_CATEGORY) $(DEMO_SEED)" > $@
+
+$(DEMO_TREE)/taxonomy.json: $(STAMP) $(wildcard cma_builder/synth/*.py) $(DEMO)/.synth-params
+	$(BIN)/cma-build synth --out $(DEMO_TREE) --per-category $(DEMO_PER_CATEGORY) --seed $(DEMO_SEED)
+
+demo: install $(DEMO_TREE)/taxonomy.json
+	$(BIN)/cma-build scan --shapenet $(DEMO_TREE) --out $(DEMO)/manifest.csv
+
+clean:
+	rm -rf $(VENV) out
+
+FORCE:

@@ -1,0 +1,193 @@
+"""Discover a ShapeNetCore.v2 tree and inspect its models.
+
+Layout: ``<root>/taxonomy.json`` (optional), ``<root>/<synset>/<model>/models/model_normalized.obj``
+(+ ``.mtl``, ``.json``), textures in ``<root>/<synset>/<model>/images/`` referenced from the MTL
+as ``../images/...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CmaError
+from .manifest import ManifestRow
+from .objfile import Problem, error, image_kind, inspect_obj, note, parse_mtl, warn
+from .taxonomy import SYNSET_ID_RE, Taxonomy
+
+MODEL_OBJ = Path("models") / "model_normalized.obj"
+LAYOUT = "<synset id>/<model id>/models/model_normalized.obj"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    synset_id: str
+    model_id: str
+    model_dir: Path
+
+    @property
+    def obj_path(self) -> Path:
+        return self.model_dir / MODEL_OBJ
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return sorted(e for e in path.iterdir() if e.is_dir())
+    except PermissionError:
+        raise CmaError(f"{path}: permission denied while listing the folder") from None
+
+
+class ShapeNetTree:
+    """A validated ShapeNetCore.v2 root: its taxonomy and the synset folders it holds."""
+
+    def __init__(self, root: Path, taxonomy: Taxonomy, synset_ids: list[str]):
+        self.root = root
+        self.taxonomy = taxonomy
+        self.synset_ids = synset_ids
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ShapeNetTree":
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise CmaError(f"{root}: no such folder; expected a ShapeNetCore.v2 root holding {LAYOUT}")
+        if root.is_file():
+            what = "a zip archive; extract it and pass the extracted folder" if root.suffix == ".zip" else (
+                f"a file; expected the ShapeNetCore.v2 root folder holding {LAYOUT}")
+            raise CmaError(f"{root}: is {what}")
+        root = root.resolve()
+        children = _subdirs(root)
+        synsets = [d.name for d in children if SYNSET_ID_RE.match(d.name)]
+        if not synsets:
+            raise CmaError(_layout_hint(root, children))
+        return cls(root, Taxonomy.for_root(root), synsets)
+
+    def models(self, synset_ids: list[str] | None = None) -> list[ModelRef]:
+        """Every model folder of the given synsets (all when None), sorted by (synset, model)."""
+        wanted = self.synset_ids if synset_ids is None else [s for s in synset_ids if s in self.synset_ids]
+        refs = []
+        for sid in wanted:
+            for d in _subdirs(self.root / sid):
+                refs.append(ModelRef(sid, d.name, d))
+        return refs
+
+
+def _layout_hint(root: Path, children: list[Path]) -> str:
+    expected = f"expected a ShapeNetCore.v2 root holding {LAYOUT}"
+    if (root / MODEL_OBJ).is_file():
+        return f"{root}: is a single model folder; {expected} (two levels up)"
+    if SYNSET_ID_RE.match(root.name) and any((c / MODEL_OBJ).is_file() for c in children[:50]):
+        return f"{root}: is a synset folder; pass its parent and --categories {root.name}"
+    try:
+        zips = sorted(p.name for p in root.glob("*.zip") if SYNSET_ID_RE.match(p.stem))
+    except PermissionError:
+        zips = []
+    if zips:
+        return f"{root}: holds synset archives ({', '.join(zips[:3])}{', ...' if len(zips) > 3 else ''}) but no synset folders; extract them first"
+    for c in children:
+        try:
+            if any(SYNSET_ID_RE.match(g.name) and g.is_dir() for g in c.iterdir()):
+                return f"{root}: no synset folders here, but {c} has them; pass that folder"
+        except PermissionError:
+            continue
+    return f"{root}: no 8-digit synset folders found; {expected}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def inspect_model(ref: ModelRef, category: str, split: str) -> ManifestRow:
+    """Build the manifest row of one model; defects become problems, never exceptions."""
+    row = ManifestRow(model_id=ref.model_id, synset_id=ref.synset_id, category=category, split=split,
+                      obj_path=str(ref.obj_path))
+    problems: list[Problem] = []
+    try:
+        data = ref.obj_path.read_bytes()
+    except FileNotFoundError:
+        problems.append(error("obj_missing", f"no {MODEL_OBJ} in {ref.model_dir.name}"))
+        data = None
+    except OSError as exc:
+        problems.append(error("obj_unreadable", exc.strerror or str(exc)))
+        data = None
+    if data is not None:
+        row.obj_bytes = len(data)
+        row.obj_sha256 = _sha256(data)
+        info = inspect_obj(data)
+        row.n_vertices, row.n_faces = info.n_vertices, info.n_faces
+        problems += info.problems
+        problems += _inspect_materials(ref, row, info.mtllibs, info.materials_used)
+    problems += _inspect_json(ref)
+    _finish(row, problems)
+    return row
+
+
+def _inspect_materials(ref: ModelRef, row: ManifestRow, mtllibs: list[str], used: list[str]) -> list[Problem]:
+    obj_dir = ref.obj_path.parent
+    if not mtllibs:
+        return [warn("mtl_missing", "the OBJ names no mtllib")]
+    problems: list[Problem] = []
+    materials: list[str] = []
+    read_any = False
+    for name in mtllibs:
+        path = obj_dir / name.replace("\\", "/")
+        try:
+            text = path.read_text("utf-8", errors="replace")
+        except FileNotFoundError:
+            problems.append(warn("mtl_missing", f"{name} (named by mtllib) does not exist"))
+            continue
+        except OSError as exc:
+            problems.append(warn("mtl_missing", f"{name}: {exc.strerror}"))
+            continue
+        read_any = True
+        mtl = parse_mtl(text)
+        materials += mtl.materials
+        row.n_transparent += len(mtl.transparent)
+        for statement, tex in mtl.textures:
+            if statement.lower() == "map_d":
+                problems.append(note("alpha_map", f"{tex} is an alpha (map_d) texture"))
+            if tex not in row.textures:
+                row.textures.append(tex)
+                problems += _inspect_texture(obj_dir, statement, tex, row)
+    row.n_materials = len(materials)
+    undefined = [m for m in used if m not in materials]
+    if undefined and read_any:
+        problems.append(warn("material_undefined", f"usemtl {', '.join(undefined[:3])} not defined in the MTL"))
+    return problems
+
+
+def _inspect_texture(obj_dir: Path, statement: str, tex: str, row: ManifestRow) -> list[Problem]:
+    path = Path(os.path.normpath(obj_dir / tex.replace("\\", "/")))
+    if not path.is_file():
+        row.textures_missing.append(tex)
+        return [warn("texture_missing", f"{tex} ({statement}) does not exist")]
+    out: list[Problem] = []
+    try:
+        if path.stat().st_size == 0:
+            return out + [warn("texture_unreadable", f"{tex} is an empty file")]
+        kind, ext_ok = image_kind(path)
+    except OSError as exc:
+        return out + [warn("texture_unreadable", f"{tex}: {exc.strerror}")]
+    if kind is not None and not ext_ok:
+        out.append(note("texture_ext_mismatch", f"{tex} holds {kind.upper()} data"))
+    return out
+
+
+def _inspect_json(ref: ModelRef) -> list[Problem]:
+    path = ref.obj_path.with_suffix(".json")
+    if not path.is_file():
+        return [warn("json_missing", f"no {path.name}")] if ref.obj_path.is_file() else []
+    try:
+        json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [warn("json_invalid", f"{path.name}: {exc.__class__.__name__}")]
+    return []
+
+
+def _finish(row: ManifestRow, problems: list[Problem]) -> None:
+    severities = {p.severity for p in problems}
+    row.status = "error" if "error" in severities else "warn" if "warn" in severities else "ok"
+    row.problems = [str(p) for p in problems if p.severity != "note"]
+    row.notes = [str(p) for p in problems if p.severity == "note"]

@@ -1,0 +1,56 @@
+"""Shared fixtures: a small synthesized mini-ShapeNet, the real ShapeNet sample, CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cma_builder.synth import synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_SHAPENET = Path(os.environ.get("CMA_REAL_SHAPENET", REPO.parent / "shared" / "data" / "shapenet-real"))
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def synth_tree(tmp_path_factory) -> Path:
+    """3 models per category, seed 0. Read-only: copy it (``tree_copy``) before breaking it."""
+    root = tmp_path_factory.mktemp("synth") / "mini-shapenet"
+    synthesize(root, per_category=3, seed=0, show_progress=False)
+    return root
+
+
+@pytest.fixture
+def tree_copy(synth_tree, tmp_path) -> Path:
+    dst = tmp_path / "tree"
+    shutil.copytree(synth_tree, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def real_shapenet() -> Path:
+    if not (REAL_SHAPENET.is_dir() and any(REAL_SHAPENET.iterdir())):
+        pytest.skip(f"genuine ShapeNet sample not present at {REAL_SHAPENET}")
+    return REAL_SHAPENET
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run an installed console script (``cma-build`` or ``pcssl-train``) in a real process."""
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def obj_groups(path: Path) -> dict[str, list[int]]:
+    """Group name -> 1-based vertex indices its faces use (a minimal, independent OBJ read)."""
+    groups: dict[str, list[int]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith("g "):
+            current = line[2:].strip()
+        elif line.startswith("f "):
+            groups.setdefault(current, []).extend(int(c.split("/")[0]) for c in line.split()[1:])
+    return groups
