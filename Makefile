@@ -27,7 +27,8 @@ system-deps:
 	@if ldconfig -p 2>/dev/null | grep -q 'libusb-1\.0\.so\.0'; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing libusb-1.0-0 (needed by open3d)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0; } >/dev/null 2>&1 \
+			|| { echo "apt-get could not install libusb-1.0-0; install it and re-run make" >&2; exit 1; }; \
 	else \
 		echo "open3d needs the system library libusb-1.0; install it, then re-run make:" >&2; \
 		echo "    sudo apt-get install -y libusb-1.0-0" >&2; \
