@@ -12,7 +12,7 @@ DEMO_PER_CATEGORY ?= 8
 DEMO_SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test demo clean FORCE
+.PHONY: help install system-deps python-deps test demo clean FORCE
 
 help:
 	@echo "make demo     synthesize the mini-ShapeNet and scan it (sets itself up)"
@@ -35,11 +35,24 @@ system-deps:
 		exit 1; \
 	fi
 
-$(STAMP): pyproject.toml
-	@$(MAKE) --no-print-directory system-deps
-	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+# Python 3.11 with venv support (Debian: python3.11 + python3.11-venv, installed when root).
+python-deps:
+	@if ! command -v $(PYTHON) >/dev/null || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing python3.11 and python3.11-venv"; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv; } >/dev/null 2>&1 \
+				|| { echo "apt-get could not install python3.11-venv" >&2; exit 1; }; \
+		else \
+			echo "Python 3.11 with venv is required ($(PYTHON)); install it or set PYTHON=/path/to/python3.11:" >&2; \
+			echo "    sudo apt-get install -y python3.11 python3.11-venv" >&2; \
+			exit 1; \
+		fi; \
+	fi
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || \
 		{ echo "$(PYTHON) is not Python 3.11 (bpy==5.0.1 needs 3.11); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps python-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the toolkit and its dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } \

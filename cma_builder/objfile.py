@@ -9,12 +9,11 @@ degrade its appearance (missing MTL or texture). Harmless quirks are ``note``.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-SEVERITIES = ("error", "warn", "note")
 
 
 @dataclass(frozen=True)
@@ -109,12 +108,22 @@ def _numbers(tokens: list[bytes], kind) -> list | None:
         return None
 
 
+def _fromstring(blob: bytes, dtype) -> np.ndarray | None:
+    """Whitespace-separated numbers parsed in C; None (not a warning) on unparsable text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # numpy's "could not be read to its end"
+        try:
+            return np.fromstring(blob, dtype=dtype, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+
+
 def _parse_table(payloads: list[bytes], width: int) -> np.ndarray | None:
     """(n, width) float array of the first ``width`` numbers of each record, None if malformed."""
     if not payloads:
         return np.zeros((0, width))
     blob = b" ".join(payloads)
-    flat = np.fromstring(blob, dtype=np.float64, sep=" ") if b"," not in blob else None
+    flat = _fromstring(blob, np.float64) if b"," not in blob else None
     if flat is not None and flat.size == width * len(payloads):  # fast path
         return flat.reshape(-1, width)
     rows = [p.split()[:width] for p in payloads]
@@ -182,8 +191,8 @@ def _face_indices(faces: list[bytes]) -> list[np.ndarray] | str:
     if norm.count(b"/") != 2 * n_tokens:
         norm = _NO_SLASH.sub(rb"\1/0/0", _ONE_SLASH.sub(rb"\1/0", norm))
     if norm.count(b"/") == 2 * n_tokens:
-        flat = np.fromstring(norm.replace(b"/", b" "), dtype=np.int64, sep=" ")
-        if flat.size == 3 * n_tokens:
+        flat = _fromstring(norm.replace(b"/", b" "), np.int64)
+        if flat is not None and flat.size == 3 * n_tokens:
             cols = flat.reshape(n_tokens, 3)
             return [cols[:, j] for j in range(3)]
     bad = next((t for t in blob.split() if not _CORNER.match(t)), blob.split()[0])
