@@ -104,6 +104,114 @@ def synth(out: Path, per_category: int, seed: int, categories: str | None) -> No
             click.echo(f"  {sid}  {taxonomy.category_name(sid):<10} {result.counts[sid]}")
 
 
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """--config FILE (YAML or JSON, same keys as the flags) becomes the defaults; flags win."""
+    if value is None:
+        return
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(value).read_text("utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise _one_line(f"{value}: not a readable YAML/JSON config ({exc.__class__.__name__})", 2) from None
+    if not isinstance(data, dict):
+        raise _one_line(f"{value}: expected a mapping of option names to values", 2)
+    names = {p.name for p in ctx.command.params if p.name not in ("config", "help")}
+    config = {}
+    for key, v in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise _one_line(f"{value}: unknown key '{key}'; valid keys: {', '.join(sorted(names))}", 2)
+        config[name] = ",".join(map(str, v)) if isinstance(v, list) else v
+    ctx.default_map = {**(ctx.default_map or {}), **config}
+
+
+@cli.command()
+@click.option("--config", type=click.Path(path_type=Path), is_eager=True, expose_value=False, callback=_load_config,
+              help="YAML/JSON file with the same keys as these options (flags override it).")
+@click.option("--shapenet", required=True, type=click.Path(path_type=Path), help="ShapeNetCore.v2 root.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder (zarr v3).")
+@click.option("--categories", help="Comma-separated category names or synset ids.")
+@click.option("--split", "splits", help="Only these splits, e.g. train or val,test.")
+@click.option("--limit", type=int, help="At most N models, round-robin across categories.")
+@click.option("--views", default=12, show_default=True, type=int, help="Views per object (ring/sphere/random).")
+@click.option("--viewpoints", default="ring", show_default=True,
+              type=click.Choice(["ring", "sphere", "random", "file"]), help="Viewpoint scheme.")
+@click.option("--elevations", default="30", show_default=True,
+              help="ring: comma-separated elevations in degrees, views split evenly over them.")
+@click.option("--viewpoint-seed", default=0, show_default=True, type=int, help="random: seed (combined with the model id).")
+@click.option("--viewpoint-file", type=click.Path(path_type=Path),
+              help="file: JSON list of {azimuth, elevation[, distance]} or {world_to_cam} poses.")
+@click.option("--resolution", default=224, show_default=True, type=int, help="Square image size in pixels.")
+@click.option("--fov", default=40.0, show_default=True, type=float, help="Horizontal field of view, degrees.")
+@click.option("--distance", type=float, help="Camera distance in OBJ units [default: fit the bounding sphere].")
+@click.option("--samples", default=32, show_default=True, type=int, help="Cycles samples of the RGB pass.")
+@click.option("--denoise/--no-denoise", default=False, show_default=True, help="OpenImageDenoise on the RGB pass.")
+@click.option("--antialias/--no-antialias", default=True, show_default=True,
+              help="Anti-aliased RGB (depth, mask and normals are always exact pixel-center samples).")
+@click.option("--background", default="white", show_default=True, help="white, black, gray, #rrggbb or r,g,b.")
+@click.option("--normals/--no-normals", default=False, show_default=True, help="Also store surface normals.")
+@click.option("--view-points", default=2048, show_default=True, type=int, help="Points per per-view cloud (FPS).")
+@click.option("--fused-points", default=8192, show_default=True, type=int, help="Points in the fused cloud (FPS).")
+@click.option("--visibility-tolerance", default=0.01, show_default=True, type=float,
+              help="Depth-test slack for fused_visible, as a fraction of the bounding-box diagonal.")
+@click.option("--workers", type=int, help="Persistent Blender worker processes [default: CPU count].")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),
+              help="Cycles on CPU, or on a CUDA/OptiX GPU.")
+@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds per object before its worker is killed.")
+@click.option("--recycle-after", default=100, show_default=True, type=int, help="Objects per worker process.")
+@click.option("--max-rss-mb", default=4096, show_default=True, type=int, help="Replace a worker above this memory.")
+@click.option("--shard-size", default=16, show_default=True, type=int, help="Objects per shard.")
+@click.option("--retry-failed", is_flag=True, help="Retry objects that failed (or were skipped) before.")
+@click.option("--force", is_flag=True, help="Discard a dataset rendered with other settings and start over.")
+@click.option("--dry-run", is_flag=True, help="Print what would be rendered; change nothing.")
+def render(shapenet, out, categories, splits, limit, views, viewpoints, elevations, viewpoint_seed, viewpoint_file,
+           resolution, fov, distance, samples, denoise, antialias, background, normals, view_points, fused_points,
+           visibility_tolerance, workers, device, timeout, recycle_after, max_rss_mb, shard_size, retry_failed, force,
+           dry_run) -> None:
+    """Render a ShapeNetCore.v2 tree to a multi-view RGB-D + point-cloud dataset (zarr v3).
+
+    Persistent Blender (Cycles) workers render each object from calibrated viewpoints: RGB,
+    planar depth and mask per view (normals optional), back-projected to a per-view cloud and
+    a fused cloud with exact point-to-pixel maps. Running the same command again resumes;
+    failures are recorded and the run goes on. Format: docs/DATA_FORMAT.md.
+
+    \b
+    Example:
+      cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma
+      cma-build render --shapenet out/mini-shapenet --out out/ds --resolution 64 --views 4 --samples 8
+    """
+    import os
+
+    from .cameras import ViewpointSpec, load_pose_file
+    from .render import render as run_render, summary_lines
+    from .settings import RenderOptions, RenderSettings, parse_color
+
+    try:
+        elev = tuple(float(e) for e in str(elevations).split(",") if e.strip())
+    except ValueError:
+        raise CmaError(f"--elevations '{elevations}': expected comma-separated degrees, e.g. 30 or -15,30") from None
+    if viewpoints == "file" and viewpoint_file is None:
+        raise CmaError("--viewpoints file needs --viewpoint-file POSES.json")
+    poses = load_pose_file(viewpoint_file) if viewpoints == "file" else None
+    spec = ViewpointSpec(viewpoints, len(poses) if poses else views, elev or (30.0,), viewpoint_seed, poses)
+    settings = RenderSettings(resolution=resolution, viewpoints=spec, fov=fov, distance=distance, samples=samples,
+                              denoise=denoise, antialias=antialias, background=parse_color(background),
+                              normals=normals, view_points=view_points, fused_points=fused_points,
+                              visibility_tolerance=visibility_tolerance)
+    cpus = os.cpu_count() or 1
+    workers = workers or cpus
+    if workers < 1 or shard_size < 1 or recycle_after < 1 or timeout <= 0:
+        raise CmaError("--workers, --shard-size and --recycle-after must be at least 1 and --timeout positive")
+    options = RenderOptions(workers=workers, device=device, threads_per_worker=max(1, cpus // workers),
+                            timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size)
+    summary = run_render(shapenet, out, settings, options, _split_list(categories), _split_list(splits), limit,
+                         retry_failed=retry_failed, force=force, dry_run=dry_run)
+    click.echo("\n".join(summary_lines(summary)))
+    if summary.interrupted:
+        raise SystemExit(130)
+
+
 def main() -> None:
     cli(prog_name="cma-build")
 

@@ -1,0 +1,105 @@
+"""A persistent render worker: imports bpy once and renders objects sent by the driver.
+
+Started by cma_builder.workers as ``python -m blender_scripts.worker --fd-in R --fd-out W``;
+stdout/stderr (Blender's own chatter) go to a per-worker log file. Protocol over the two
+pipes (multiprocessing.connection framing): first message from the driver is the setup
+dict; the worker answers {"type": "ready"}; then each task dict is answered with one result
+dict; ``None`` asks the worker to exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import traceback
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from cma_builder import faults
+from cma_builder.cameras import blender_matrix_world, camera_rig
+from cma_builder.pointmaps import point_maps
+from cma_builder.settings import RenderSettings
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def render_object(scene, settings: RenderSettings, task: dict) -> dict:
+    """Render one object and build its arrays; failures are returned, not raised."""
+    t0 = time.perf_counter()
+    timings = {}
+    try:
+        warnings = scene.load(task["obj_path"])
+        verts = scene.vertices()
+        finite = np.isfinite(verts).all(axis=1)
+        if not finite.any():
+            raise RuntimeError("the mesh has no finite vertices")
+        verts = verts[finite]
+        lo, hi = verts.min(axis=0), verts.max(axis=0)
+        center = (lo + hi) / 2.0
+        radius = float(np.linalg.norm(verts - center, axis=1).max())
+        diagonal = float(np.linalg.norm(hi - lo))
+        if radius <= 0:
+            raise RuntimeError("the mesh is a single point")
+        K, w2c = camera_rig(settings.viewpoints, task["model_id"], center, radius, settings.fov,
+                            settings.resolution, settings.distance)
+        t1 = time.perf_counter()
+        timings["setup"] = t1 - t0
+        images = scene.render_views(w2c, center, radius)
+        t2 = time.perf_counter()
+        timings["render"] = t2 - t1
+        if not images["mask"].any():
+            raise RuntimeError("the object covers no pixel in any view")
+        maps = point_maps(images["depth"], images["mask"], K, w2c, settings.view_points, settings.fused_points,
+                          settings.visibility_tolerance * diagonal)
+        timings["backproject"] = time.perf_counter() - t2
+        arrays = {**images, **maps, "K": K, "world_to_cam": w2c,
+                  "blender_matrix_world": np.stack([blender_matrix_world(m) for m in w2c]),
+                  "bounding_sphere": np.array([*center, radius]), "diagonal": np.float64(diagonal)}
+        return {"type": "result", "status": "done", "arrays": arrays, "warnings": warnings, "timings": timings}
+    except Exception as exc:  # one object's failure must not end the worker
+        detail = f"{exc.__class__.__name__}: {exc}".strip()
+        return {"type": "result", "status": "failed", "error": detail, "timings": timings,
+                "traceback": traceback.format_exc(limit=4)}
+    finally:
+        try:
+            scene.clear()
+        except Exception:
+            pass
+
+
+def serve(conn_in: Connection, conn_out: Connection) -> None:
+    setup = conn_in.recv()
+    settings = RenderSettings.from_dict(setup["settings"])
+    from blender_scripts.scene import Scene  # imports bpy: once per process
+
+    scene = Scene(settings, setup["device"], setup["threads"], setup["scratch"])
+    conn_out.send({"type": "ready", "pid": os.getpid(), "device": scene.device, "rss_mb": rss_mb()})
+    while True:
+        task = conn_in.recv()
+        if task is None:
+            return
+        faults.before_render(task["model_id"])
+        result = render_object(scene, settings, task)
+        result["rss_mb"] = rss_mb()
+        conn_out.send(result)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="cma-build render worker (started by the driver)")
+    ap.add_argument("--fd-in", type=int, required=True)
+    ap.add_argument("--fd-out", type=int, required=True)
+    args = ap.parse_args()
+    conn_in, conn_out = Connection(args.fd_in, writable=False), Connection(args.fd_out, readable=False)
+    try:
+        serve(conn_in, conn_out)
+    except EOFError:
+        pass  # the driver went away
+
+
+if __name__ == "__main__":
+    main()

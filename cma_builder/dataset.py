@@ -1,0 +1,294 @@
+"""The rendered dataset: a zarr v3 store of shards, a run log, and an index.
+
+Layout of ``DATASET/``::
+
+    zarr.json            root group; attributes document every array and the render settings
+    shards/<name>/       one group per shard (up to shard_size objects), committed atomically
+    log/<run id>.jsonl   append-only records (done / failed / skipped) written by each run
+    index.csv            one row per object, rebuilt from shards + logs after every shard
+    .staging/            shards being written (never visible under shards/)
+
+A shard is written completely under .staging/ and then renamed into shards/ (an atomic rename
+on one filesystem), so a shard is complete or absent. Shards carry their objects' index records
+in their attributes, so the index can always be rebuilt from what is on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from . import __version__, faults
+from .errors import CmaError
+from .settings import RenderSettings
+from .taxonomy import Taxonomy
+
+FORMAT = "cma-dataset"
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+# name: (per-object shape, dtype, chunk per view?, description, value where there is no data)
+ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
+    "rgb": ("V,H,W,3", "uint8", True, "sRGB color, anti-aliased RGB pass (1.5 px filter) unless settings.antialias is false",
+            "the background color where mask is false"),
+    "depth": ("V,H,W", "float32", True, "planar depth: camera-frame z of the first surface at the pixel center, OBJ units",
+              "0 where mask is false"),
+    "mask": ("V,H,W", "bool", True, "a surface (transparent ones included) covers the pixel center", "-"),
+    "normal": ("V,H,W,3", "float16", True, "unit shading normal of the first surface at the pixel center, OBJ frame "
+               "(only when settings.normals)", "0 where mask is false"),
+    "K": ("V,3,3", "float64", False, "intrinsics in pixels, integer pixel centers", "-"),
+    "world_to_cam": ("V,4,4", "float64", False, "OpenCV extrinsics (x right, y down, z forward): X_cam = R X + t", "-"),
+    "blender_matrix_world": ("V,4,4", "float64", False, "Blender camera matrix_world (camera looks down its -Z)", "-"),
+    "view_points": ("V,P,3", "float32", False, "per-view cloud: FPS of the view's back-projected foreground pixels, OBJ frame",
+                    "rows past view_point_count repeat earlier points; all 0 if the view has no foreground"),
+    "view_pixels": ("V,P,2", "int16", False, "pixel (v, u) = (row, column) each view point was back-projected from",
+                    "-1 if the view has no foreground"),
+    "view_point_count": ("V", "int32", False, "distinct points in view_points: min(P, view_foreground)", "-"),
+    "view_foreground": ("V", "int32", False, "foreground pixels of the view (back-projected points before FPS)", "-"),
+    "fused_points": ("F,3", "float32", False, "FPS over the union of the per-view clouds, OBJ frame",
+                     "rows past fused_point_count repeat earlier points"),
+    "fused_origin": ("F,3", "int16", False, "(view, v, u) each fused point was back-projected from", "-"),
+    "fused_point_count": ("", "int32", False, "distinct points in fused_points", "-"),
+    "fused_pixels": ("F,V,2", "float32", False, "projection (v, u) of each fused point into each view (continuous)",
+                     "NaN or any value behind the camera; check fused_visible"),
+    "fused_visible": ("F,V", "bool", False, "depth test: one of the 4 pixel centers around the projection is inside "
+                      "the image, in the mask, and point z - its depth <= settings.visibility_tolerance * diagonal", "-"),
+    "bounding_sphere": ("4", "float64", False, "center (x, y, z) of the vertices' bounding box and the radius around it "
+                        "that holds every vertex; cameras look at the center", "-"),
+    "diagonal": ("", "float64", False, "bounding-box diagonal of the vertices (1 for ShapeNetCore.v2)", "-"),
+    "model_id": ("", "string", False, "ShapeNet model id", "-"),
+    "synset_id": ("", "string", False, "ShapeNet synset id", "-"),
+    "label": ("", "int16", False, "category label: index of the synset in the attribute label_names", "-1 if unknown"),
+    "split": ("", "uint8", False, "0 train, 1 val, 2 test (attribute split_codes)", "-"),
+}
+
+INDEX_COLUMNS = ["synset_id", "model_id", "category", "label", "split", "status", "error", "warnings", "shard", "row",
+                 "seconds_setup", "seconds_render", "seconds_backproject", "seconds_write", "seconds_total",
+                 "settings_hash", "obj_path", "finished_at"]
+
+
+def label_names() -> list[str]:
+    return Taxonomy.bundled().top_level_ids
+
+
+def _key(rec: dict) -> tuple[str, str]:
+    return (rec["synset_id"], rec["model_id"])
+
+
+@dataclass
+class State:
+    records: dict[tuple[str, str], dict]  # latest record per object
+    shards: list[str]
+
+    def status(self, key) -> str | None:
+        rec = self.records.get(key)
+        return rec["status"] if rec else None
+
+
+class Dataset:
+    def __init__(self, root: Path, settings: RenderSettings):
+        self.root = root
+        self.settings = settings
+        self.settings_hash = settings.hash()
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._shard_seq = 0
+
+    # --- creation and checks -------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False,
+             create: bool = True) -> "Dataset":
+        """Open a dataset for writing with ``settings``; create it if absent. Refuses other
+        settings unless ``force`` (which discards the existing shards, logs and index)."""
+        root = Path(path).expanduser()
+        if root.exists() and not root.is_dir():
+            raise CmaError(f"{root}: is a file; expected a dataset folder")
+        existing = cls.read_attrs(root)
+        if existing is None and root.is_dir() and any(root.iterdir()):
+            raise CmaError(f"{root}: folder is not empty and is not a cma-build dataset; refusing to write into it")
+        if existing is not None:
+            old = RenderSettings.from_dict(existing["settings"])
+            if existing["settings_hash"] != settings.hash():
+                if not force:
+                    diff = "; ".join(settings.differences(old)[:6])
+                    raise CmaError(f"{root}: rendered with other settings ({diff}); pass --force to discard it "
+                                   "and render again, or choose another --out")
+                cls._discard(root)
+                existing = None
+        if existing is None:
+            if not create:
+                raise CmaError(f"{root}: not a cma-build dataset")
+            cls._create(root, settings)
+        ds = cls(root.resolve(), settings)
+        (ds.root / "log").mkdir(exist_ok=True)
+        return ds
+
+    @staticmethod
+    def read_attrs(root: Path) -> dict | None:
+        meta = Path(root) / "zarr.json"
+        if not meta.is_file():
+            return None
+        try:
+            attrs = json.loads(meta.read_text("utf-8")).get("attributes", {})
+        except (OSError, json.JSONDecodeError):
+            return None
+        return attrs.get(FORMAT)
+
+    @staticmethod
+    def _discard(root: Path) -> None:
+        for name in ("shards", "log", ".staging", "index.csv", "zarr.json"):
+            p = root / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    @staticmethod
+    def _create(root: Path, settings: RenderSettings) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(root, mode="w", zarr_format=3)
+        group.attrs[FORMAT] = describe(settings)
+        group.create_group("shards")
+
+    # --- state ----------------------------------------------------------------------------
+    def state(self) -> State:
+        """Latest record per object from the logs, reconciled with the shards on disk: a
+        committed shard's objects are done even if the log lost them; a 'done' record whose
+        shard is gone does not count."""
+        records: dict[tuple[str, str], dict] = {}
+        for log in sorted((self.root / "log").glob("*.jsonl")):
+            for line in log.read_text("utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                records[_key(rec)] = rec
+        shards = self.shard_names()
+        present = set(shards)
+        for key, rec in list(records.items()):
+            if rec["status"] == "done" and rec.get("shard") not in present:
+                del records[key]
+        for name in shards:
+            attrs = zarr.open_group(self.root / "shards" / name, mode="r").attrs.asdict()
+            for rec in attrs.get("objects", []):
+                key = _key(rec)
+                old = records.get(key)
+                if old is None or old["status"] != "done" or old.get("shard") not in present:
+                    records[key] = rec
+        return State(records, shards)
+
+    def shard_names(self) -> list[str]:
+        shard_dir = self.root / "shards"
+        return sorted(p.name for p in shard_dir.iterdir() if (p / "zarr.json").is_file()) if shard_dir.is_dir() else []
+
+    # --- writing --------------------------------------------------------------------------
+    def append_log(self, records: list[dict]) -> None:
+        path = self.root / "log" / f"{self.run_id}.jsonl"
+        with open(path, "a", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_shard(self, results: list[dict]) -> tuple[str, list[dict]]:
+        """Write rendered objects as one shard (atomically) and log them. Each result holds
+        'record' (index fields) and 'arrays'. Returns (shard name, the logged records)."""
+        start = time.perf_counter()
+        self._shard_seq += 1
+        name = f"{self.run_id}-{self._shard_seq:05d}"
+        staging = self.root / ".staging" / name
+        staging.parent.mkdir(exist_ok=True)
+        group = zarr.open_group(staging, mode="w", zarr_format=3)
+        n = len(results)
+        for array, (shape, dtype, per_view, _, _) in ARRAYS.items():
+            if array == "normal" and not self.settings.normals:
+                continue
+            values = [r["arrays"][array] for r in results]
+            data = np.stack([np.asarray(v, dtype=object if dtype == "string" else dtype) for v in values])
+            chunks = (1, 1) + data.shape[2:] if per_view else (1,) + data.shape[1:]
+            kwargs = dict(shape=data.shape, chunks=chunks, shards=data.shape, compressors=[_COMPRESSOR])
+            if dtype == "string":
+                group.create_array(array, shape=data.shape, dtype=str, chunks=data.shape)[:] = data.astype(str)
+            else:
+                group.create_array(array, dtype=dtype, **kwargs)[:] = data
+            if array == "depth":
+                faults.in_shard_write(self._shard_seq)  # test hook: die with the shard half-written
+        seconds = time.perf_counter() - start
+        records = []
+        for row, r in enumerate(results):
+            rec = dict(r["record"], shard=name, row=row, status="done", finished_at=_now())
+            rec["seconds_write"] = round(seconds / n, 4)
+            rec["seconds_total"] = round(rec.get("seconds_total", 0.0) + seconds / n, 4)
+            records.append(rec)
+        group.attrs["objects"] = records
+        os.replace(staging, self.root / "shards" / name)  # the commit
+        self.append_log(records)
+        return name, records
+
+    def cleanup_staging(self) -> None:
+        """Remove shards left half-written by a crashed run (never visible to readers)."""
+        shutil.rmtree(self.root / ".staging", ignore_errors=True)
+
+    def write_index(self, state: State | None = None) -> Path:
+        state = state or self.state()
+        path = self.root / "index.csv"
+        fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.root)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for key in sorted(state.records):
+                rec = dict(state.records[key])
+                rec["warnings"] = ";".join(rec.get("warnings") or [])
+                writer.writerow({c: "" if rec.get(c) is None else rec.get(c) for c in INDEX_COLUMNS})
+        os.replace(tmp, path)
+        return path
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def describe(settings: RenderSettings) -> dict:
+    """The root attributes: conventions, every array, settings. Mirrors docs/DATA_FORMAT.md."""
+    R, V = settings.resolution, settings.views
+    sizes = {"V": V, "H": R, "W": R, "P": settings.view_points, "F": settings.fused_points}
+    arrays = {}
+    for name, (shape, dtype, per_view, description, missing) in ARRAYS.items():
+        if name == "normal" and not settings.normals:
+            continue
+        dims = ["N"] + [d for d in shape.split(",") if d]
+        arrays[name] = {"shape": dims, "example_shape": [sizes.get(d, int(d) if d.isdigit() else None) for d in dims],
+                        "dtype": dtype, "chunk": "one view of one object" if per_view else "one object",
+                        "description": description, "missing": missing}
+    return {
+        "format": FORMAT, "format_version": 1, "toolkit_version": __version__,
+        "conventions": {
+            "world_frame": "the OBJ file's own frame and units (ShapeNetCore.v2: Y up, -Z front, unit bbox diagonal)",
+            "camera_frame": "OpenCV: x right, y down, z forward; world_to_cam maps world to camera (4x4)",
+            "intrinsics": "K in pixels, integer pixel centers: pixel (v, u) spans [u-0.5, u+0.5] x [v-0.5, v+0.5]",
+            "pixel_order": "(v, u) = (row, column)",
+            "depth": "planar z-depth (camera z), not ray length; 0 = no surface",
+            "projection": "u = K[0,0] x/z + K[0,2], v = K[1,1] y/z + K[1,2] with (x, y, z) = R X + t",
+        },
+        "dims": {"N": "objects in the shard", "V": "views", "H": "image height", "W": "image width",
+                 "P": "points per view cloud", "F": "fused points"},
+        "arrays": arrays,
+        "layout": "shards/<name>/<array>: leading axis = objects of that shard; index.csv maps each object to "
+                  "(shard, row)",
+        "label_names": label_names(),
+        "label_categories": [Taxonomy.bundled().category_name(s) for s in label_names()],
+        "split_codes": SPLIT_CODES,
+        "settings": settings.to_dict(),
+        "settings_hash": settings.hash(),
+    }

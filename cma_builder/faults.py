@@ -1,0 +1,38 @@
+"""Test-only fault injection, driven by the CMA_FAULTS environment variable (unset in normal use).
+
+Comma-separated entries ``kind:target``:
+- ``segfault:<model id>`` / ``hang:<model id>`` / ``exit:<model id>``: the render worker really
+  segfaults, sleeps forever, or exits before rendering that model;
+- ``kill-in-shard-write:<n>``: the driver SIGKILLs itself while writing its n-th shard
+  (after some arrays are on disk, before the shard is committed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+
+def _entries() -> list[tuple[str, str]]:
+    raw = os.environ.get("CMA_FAULTS", "")
+    return [tuple(e.split(":", 1)) for e in raw.split(",") if ":" in e]
+
+
+def before_render(model_id: str) -> None:
+    for kind, target in _entries():
+        if target != model_id:
+            continue
+        if kind == "segfault":
+            ctypes.string_at(0)  # a real SIGSEGV
+        elif kind == "hang":
+            time.sleep(10**6)
+        elif kind == "exit":
+            os._exit(3)
+
+
+def in_shard_write(shard_number: int) -> None:
+    for kind, target in _entries():
+        if kind == "kill-in-shard-write" and int(target) == shard_number:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,142 @@
+"""Cameras and point ops against naive reference implementations (no Blender)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cma_builder.cameras import (ViewpointSpec, blender_matrix_world, camera_center, camera_rig, direction,
+                                 intrinsics, load_pose_file, look_at, project, view_angles)
+from cma_builder.errors import CmaError
+from cma_builder.geometry import backproject, farthest_point_sampling, visibility
+
+
+def test_intrinsics_use_integer_pixel_centers():
+    K = intrinsics(64, 64, 90.0)
+    assert K[0, 0] == pytest.approx(32.0) and K[1, 1] == pytest.approx(32.0)
+    assert (K[0, 2], K[1, 2]) == (31.5, 31.5)  # the image spans [-0.5, 63.5]
+    # A ray through the right edge of the image (u = 63.5) leaves at half the field of view.
+    assert (63.5 - K[0, 2]) / K[0, 0] == pytest.approx(np.tan(np.radians(45)))
+
+
+def test_look_at_is_opencv_and_matches_blender():
+    w2c = look_at([0.0, 0.0, -2.0], [0.0, 0.0, 0.0])  # in front of the object, looking at it (+Z)
+    R = w2c[:3, :3]
+    assert np.allclose(R @ R.T, np.eye(3)) and np.linalg.det(R) == pytest.approx(1.0)
+    assert np.allclose(R[2], [0, 0, 1])  # z forward
+    assert np.allclose(R[1], [0, -1, 0])  # y down = world -Y
+    assert np.allclose(R[0], [-1, 0, 0])  # x right: facing +Z, the right hand points to -X
+    assert np.allclose(camera_center(w2c), [0, 0, -2])
+    m = blender_matrix_world(w2c)  # Blender cameras look down their -Z with +Y up
+    assert np.allclose(m[:3, 3], [0, 0, -2])
+    assert np.allclose(-m[:3, 2], [0, 0, 1]) and np.allclose(m[:3, 1], [0, 1, 0])
+    top = look_at([0.0, 3.0, 0.0], [0.0, 0.0, 0.0])  # straight down: no NaN, up is the front (-Z)
+    assert np.isfinite(top).all() and np.allclose(top[:3, :3] @ [0, 0, -1], [0, -1, 0])
+
+
+def test_project_matches_naive_pinhole():
+    rng = np.random.default_rng(0)
+    K = intrinsics(100, 100, 50.0)
+    w2c = look_at([1.0, 1.5, -3.0], [0.1, 0.0, 0.2])
+    pts = rng.normal(scale=0.3, size=(50, 3))
+    pix, z = project(pts, K, w2c)
+    for p, (v, u), zz in zip(pts, pix, z):
+        x, y, zc = w2c[:3, :3] @ p + w2c[:3, 3]
+        assert zz == pytest.approx(zc)
+        assert u == pytest.approx(K[0, 0] * x / zc + K[0, 2]) and v == pytest.approx(K[1, 1] * y / zc + K[1, 2])
+
+
+def test_backproject_inverts_projection_at_pixel_centers():
+    rng = np.random.default_rng(1)
+    K = intrinsics(40, 40, 60.0)
+    w2c = look_at([0.5, 0.8, -2.0], [0.0, 0.0, 0.0])
+    depth = rng.uniform(1.5, 2.5, (40, 40)).astype(np.float32)
+    mask = rng.random((40, 40)) > 0.5
+    pts, pixels = backproject(depth, mask, K, w2c)
+    assert len(pts) == mask.sum()
+    pix, z = project(pts, K, w2c)
+    assert np.abs(pix - pixels).max() < 1e-6
+    assert np.allclose(z, depth[pixels[:, 0], pixels[:, 1]], atol=1e-6)
+    assert (mask[pixels[:, 0], pixels[:, 1]]).all()
+
+
+def fps_reference(points: np.ndarray, k: int) -> list[int]:
+    """Textbook FPS, one point at a time, same deterministic start."""
+    start = int(np.argmax(((points - points.mean(axis=0)) ** 2).sum(1)))
+    chosen, dist = [start], np.full(len(points), np.inf)
+    for _ in range(k - 1):
+        dist = np.minimum(dist, ((points - points[chosen[-1]]) ** 2).sum(1))
+        chosen.append(int(np.argmax(dist)))
+    return chosen
+
+
+def test_fps_matches_reference_batched_with_padding():
+    rng = np.random.default_rng(2)
+    clouds = [rng.random((n, 3)) for n in (300, 180, 5, 0)]
+    padded = np.zeros((4, 300, 3))
+    for b, c in enumerate(clouds):
+        padded[b, : len(c)] = c
+    idx = farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16)
+    assert idx[0].tolist() == fps_reference(clouds[0], 16)
+    assert idx[1].tolist() == fps_reference(clouds[1], 16)
+    assert sorted(idx[2, :5].tolist()) == [0, 1, 2, 3, 4]  # fewer points than asked: all, then repeated
+    assert idx[2, 5:].tolist() == np.resize(idx[2, :5], 11).tolist()
+    assert (idx[3] == 0).all()
+
+
+def test_visibility_matches_naive_depth_test():
+    rng = np.random.default_rng(3)
+    V, H, W = 3, 24, 32
+    K = np.stack([intrinsics(W, H, 55.0)] * V)
+    w2c = np.stack([look_at(direction(a, 20.0) * 2.5, [0, 0, 0]) for a in (0, 120, 240)])
+    depth = rng.uniform(2.0, 3.0, (V, H, W)).astype(np.float32)
+    mask = rng.random((V, H, W)) > 0.3
+    pts = rng.normal(scale=0.5, size=(200, 3))
+    pixels, visible = visibility(pts, depth, mask, K, w2c, tolerance=0.05)
+    for f, p in enumerate(pts):
+        for k in range(V):
+            pix, zz = project(p[None], K[k], w2c[k])
+            (v, u), z = pix[0], zz[0]
+            assert pixels[f, k].tolist() == pytest.approx([v, u], abs=1e-3)
+            expected = False
+            for r in (int(np.floor(v)), int(np.floor(v)) + 1):
+                for c in (int(np.floor(u)), int(np.floor(u)) + 1):
+                    if z > 0 and 0 <= r < H and 0 <= c < W and mask[k, r, c] and z - depth[k, r, c] <= 0.05:
+                        expected = True
+            assert visible[f, k] == expected
+
+
+def test_viewpoint_schemes():
+    ring = view_angles(ViewpointSpec("ring", 8, (-15.0, 30.0)), "m")
+    assert [e for _, e, _ in ring] == [-15.0] * 4 + [30.0] * 4
+    assert [a for a, _, _ in ring[:4]] == [0.0, 90.0, 180.0, 270.0]
+    sphere = np.array([direction(a, e) for a, e, _ in view_angles(ViewpointSpec("sphere", 200), "m")])
+    assert abs(sphere.mean(axis=0)).max() < 0.02  # even coverage: no preferred direction
+    assert (sphere[:, 1] > 0).mean() == pytest.approx(0.5, abs=0.01)
+    r1 = view_angles(ViewpointSpec("random", 6, seed=4), "model-a")
+    assert r1 == view_angles(ViewpointSpec("random", 6, seed=4), "model-a")
+    assert r1 != view_angles(ViewpointSpec("random", 6, seed=4), "model-b")
+    with pytest.raises(CmaError, match="does not split evenly"):
+        ViewpointSpec("ring", 7, (0.0, 30.0))
+    # Fitting the bounding sphere: every view's camera sees the whole sphere.
+    K, w2c = camera_rig(ViewpointSpec("sphere", 10), "m", [0.1, 0.2, 0.3], 0.5, 40.0, 64)
+    for m in w2c:
+        assert np.linalg.norm(camera_center(m) - [0.1, 0.2, 0.3]) == pytest.approx(0.5 / np.sin(np.radians(20)))
+
+
+def test_pose_file(tmp_path):
+    m = look_at([0.0, 1.0, -2.0], [0.0, 0.0, 0.0])
+    f = tmp_path / "poses.json"
+    f.write_text(json.dumps([{"azimuth": 90, "elevation": 10}, {"azimuth": 0, "elevation": 0, "distance": 3},
+                             {"world_to_cam": m.tolist()}]))
+    spec = ViewpointSpec("file", 3, poses=load_pose_file(f))
+    K, w2c = camera_rig(spec, "m", [0, 0, 0], 0.5, 40.0, 32)
+    assert np.allclose(camera_center(w2c[0]), direction(90, 10) * 0.5 / np.sin(np.radians(20)))
+    assert np.allclose(camera_center(w2c[1]), [0, 0, -3])
+    assert np.allclose(w2c[2], m)
+    f.write_text(json.dumps([{"world_to_cam": np.diag([1.0, 1.0, -1.0, 1.0]).tolist()}]))
+    with pytest.raises(CmaError, match="rigid transform"):
+        load_pose_file(f)
+    f.write_text("[{}]")
+    with pytest.raises(CmaError, match="pose 0"):
+        load_pose_file(f)

@@ -1,0 +1,371 @@
+"""cma-build render with real Blender renders of small scenes, checked against independent geometry
+(open3d ray casting and point-to-mesh distances) and plain zarr reads."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+import pytest
+import zarr
+
+from cma_builder.cameras import project
+from cma_builder.dataset import ARRAYS
+from conftest import REPO, run_cli
+
+o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+SMALL = ["--resolution", "64", "--views", "4", "--samples", "4", "--view-points", "256", "--fused-points", "1024",
+         "--workers", "2"]
+
+
+def render(tree, out, *extra, env=None):
+    import subprocess
+    import sys
+
+    cmd = [str(Path(sys.executable).parent / "cma-build"), "render", "--shapenet", str(tree), "--out", str(out), *SMALL,
+           *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ, **(env or {})))
+
+
+def index_rows(ds: Path) -> list[dict]:
+    with open(ds / "index.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load(ds: Path, row: dict) -> dict:
+    group = zarr.open_group(ds / "shards" / row["shard"], mode="r")
+    i = int(row["row"])
+    return {name: group[name][i] for name in group.array_keys()}
+
+
+def raycaster(obj_path: str):
+    mesh = o3d.t.geometry.TriangleMesh.from_legacy(o3d.io.read_triangle_mesh(obj_path, enable_post_processing=False))
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(mesh)
+    return scene
+
+
+def pixel_rays(K, w2c, H, W):
+    """Rays through every pixel center, direction scaled so that t is the planar depth."""
+    v, u = np.mgrid[0:H, 0:W]
+    d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((H, W))], axis=-1)
+    d_world = d_cam @ w2c[:3, :3]
+    origin = -w2c[:3, :3].T @ w2c[:3, 3]
+    return np.concatenate([np.broadcast_to(origin, d_world.shape), d_world], axis=-1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def rendered(synth_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("render") / "ds"
+    proc = render(synth_tree, out, "--limit", "8", "--normals", "--shard-size", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8 rendered, 0 failed" in proc.stdout
+    return out
+
+
+def test_dataset_layout_index_and_attributes(rendered):
+    rows = index_rows(rendered)
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"done"}
+    assert len({r["synset_id"] for r in rows}) == 8  # --limit is round-robin across categories
+    shards = sorted(p.name for p in (rendered / "shards").iterdir() if p.is_dir())
+    assert len(shards) == 3 and sorted({r["shard"] for r in rows}) == shards
+    attrs = zarr.open_group(rendered, mode="r").attrs["cma-dataset"]
+    assert attrs["settings"]["resolution"] == 64 and attrs["conventions"]["camera_frame"].startswith("OpenCV")
+    assert set(attrs["arrays"]) == set(ARRAYS)  # normals requested, so every array is present
+    for r in rows:
+        group = zarr.open_group(rendered / "shards" / r["shard"], mode="r")
+        i = int(r["row"])
+        for name, spec in attrs["arrays"].items():
+            arr = group[name]
+            assert list(arr.shape[1:]) == spec["example_shape"][1:], name
+            if spec["chunk"] == "one view of one object":
+                assert arr.chunks == (1, 1) + arr.shape[2:], name  # one view = one chunk
+            elif spec["dtype"] != "string":
+                assert arr.chunks == (1,) + arr.shape[1:], name
+        assert group["model_id"][i] == r["model_id"] and group["synset_id"][i] == r["synset_id"]
+        assert int(group["label"][i]) == int(r["label"]) == attrs["label_names"].index(r["synset_id"])
+        assert int(group["split"][i]) == attrs["split_codes"][r["split"]]
+
+
+def test_docs_snippet_reads_an_object_with_plain_zarr(rendered):
+    """The reading example in docs/DATA_FORMAT.md runs as written."""
+    text = (REPO / "docs" / "DATA_FORMAT.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1).replace('"DATASET"', repr(str(rendered)))
+    scope: dict = {}
+    exec(compile(code, "DATA_FORMAT.md", "exec"), scope)
+    assert scope["error_px"] < 1e-3
+
+
+def test_depth_and_mask_match_an_independent_ray_caster(rendered):
+    transparent_pixels = 0
+    for r in index_rows(rendered):
+        a = load(rendered, r)
+        scene = raycaster(r["obj_path"])
+        mtl = Path(r["obj_path"]).with_suffix(".mtl").read_text()
+        for k in range(4):
+            H, W = a["depth"].shape[1:]
+            hit = scene.cast_rays(o3d.core.Tensor(pixel_rays(a["K"][k], a["world_to_cam"][k], H, W)))
+            t = hit["t_hit"].numpy()
+            ours = a["mask"][k]
+            theirs = np.isfinite(t)
+            iou = (ours & theirs).sum() / (ours | theirs).sum()
+            assert iou >= 0.995, (r["category"], k, iou)
+            both = ours & theirs
+            err = np.abs(a["depth"][k][both] - t[both])
+            assert np.percentile(err, 99) < 1e-4 and err.max() < 1e-2, (r["category"], k, err.max())
+            assert (a["depth"][k][~ours] == 0).all()
+            if "d 0.3" in mtl:
+                transparent_pixels += ours.sum()
+            n = a["normal"][k][ours].astype(np.float32)
+            assert np.allclose(np.linalg.norm(n, axis=-1), 1, atol=2e-3)
+    assert transparent_pixels > 0  # glass (d 0.3) is in depth and mask like any surface
+
+
+def test_points_lie_on_the_source_mesh(rendered):
+    for r in index_rows(rendered):
+        a = load(rendered, r)
+        scene = raycaster(r["obj_path"])
+        diag = float(a["diagonal"])
+        for name in ("fused_points", "view_points"):
+            pts = a[name].reshape(-1, 3)
+            d = scene.compute_distance(o3d.core.Tensor(pts.astype(np.float32))).numpy()
+            assert np.percentile(d, 99) < 1e-3 * diag, (r["category"], name, np.percentile(d, 99))
+
+
+def test_point_pixel_maps_reproject_and_visibility_agrees(rendered):
+    agree, total = 0, 0
+    for r in index_rows(rendered):
+        a = load(rendered, r)
+        K, w2c, depth, mask = a["K"], a["world_to_cam"], a["depth"], a["mask"]
+        for k in range(4):
+            n = int(a["view_point_count"][k])
+            assert n == min(256, int(mask[k].sum())) == min(256, int(a["view_foreground"][k]))
+            pix, z = project(a["view_points"][k].astype(np.float64), K[k], w2c[k])
+            stored = a["view_pixels"][k].astype(np.float64)
+            assert np.abs(pix - stored).max() < 0.5  # stored pixels reproject within half a pixel
+            v, u = a["view_pixels"][k].T
+            assert mask[k][v, u].all() and np.allclose(z, depth[k][v, u], rtol=1e-4)
+        pts = a["fused_points"].astype(np.float64)
+        tol = 0.01 * float(a["diagonal"])
+        scene = raycaster(r["obj_path"])
+        for k in range(4):
+            pix, z = project(pts, K[k], w2c[k])
+            assert np.abs(pix - a["fused_pixels"][:, k]).max() < 1e-3
+            rule = np.zeros(len(pts), bool)
+            for dv in (0, 1):
+                for du in (0, 1):
+                    ri, ci = np.floor(pix[:, 0]).astype(int) + dv, np.floor(pix[:, 1]).astype(int) + du
+                    inside = (ri >= 0) & (ri < 64) & (ci >= 0) & (ci < 64) & (z > 0)
+                    ri, ci = np.where(inside, ri, 0), np.where(inside, ci, 0)
+                    rule |= inside & mask[k][ri, ci] & (z - depth[k][ri, ci] <= tol)
+            assert (a["fused_visible"][:, k] == rule).all()  # the documented depth test, exactly
+            # Against geometry: a point is visible if nothing lies between it and the camera.
+            origin = -w2c[k][:3, :3].T @ w2c[k][:3, 3]
+            dirs = pts - origin
+            rays = np.concatenate([np.broadcast_to(origin, dirs.shape), dirs], axis=1).astype(np.float32)
+            t = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
+            geometric = t > 1 - tol / np.linalg.norm(dirs, axis=1)
+            agree += (geometric == a["fused_visible"][:, k]).sum()
+            total += len(pts)
+        # Each fused point is the back-projection of the pixel it records as its origin.
+        view, v, u = a["fused_origin"][:, 0], a["fused_origin"][:, 1], a["fused_origin"][:, 2]
+        for k in range(4):
+            sel = view == k
+            pix, z = project(pts[sel], K[k], w2c[k])
+            assert np.abs(pix - np.stack([v[sel], u[sel]], axis=1)).max() < 0.01
+    # At 64 px pixel discretization costs a few percent (~98% agree at 224 px).
+    assert agree / total > 0.93, agree / total
+
+
+def write_marker_tree(root: Path, centers: np.ndarray, radius: float) -> Path:
+    """A ShapeNet-layout tree with one model made of small spheres at known points."""
+    models = root / "03001627" / "markers" / "models"
+    models.mkdir(parents=True)
+    lines, faces, n = ["mtllib model_normalized.mtl"], [], 0
+    th, ph = np.meshgrid(np.linspace(0, np.pi, 10), np.linspace(0, 2 * np.pi, 17), indexing="ij")
+    ring = np.stack([np.sin(th) * np.cos(ph), np.cos(th), np.sin(th) * np.sin(ph)], axis=-1)
+    for c in centers:
+        for p in (c + radius * ring).reshape(-1, 3):
+            lines.append("v %.6f %.6f %.6f" % tuple(p))
+        for i in range(9):
+            for j in range(16):
+                a, b = n + i * 17 + j + 1, n + (i + 1) * 17 + j + 1
+                faces += [f"f {a} {b} {b + 1}", f"f {a} {b + 1} {a + 1}"]
+        n += 170
+    lines += ["usemtl red"] + faces
+    (models / "model_normalized.obj").write_text("\n".join(lines) + "\n")
+    (models / "model_normalized.mtl").write_text("newmtl red\nKd 0.8 0.1 0.1\n")
+    (models / "model_normalized.json").write_text("{}")
+    return root
+
+
+def test_a_3d_marker_projects_onto_the_pixel_where_it_renders(tmp_path):
+    centers = np.array([[0.3, 0.0, 0.0], [-0.25, 0.2, 0.1], [0.0, -0.3, 0.2], [0.05, 0.25, -0.25]])
+    tree = write_marker_tree(tmp_path / "tree", centers, 0.03)
+    out = tmp_path / "ds"
+    proc = render(tree, out, "--resolution", "128", "--elevations", "25")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a = load(out, index_rows(out)[0])
+    checked = 0
+    for k in range(4):
+        pix, _ = project(centers, a["K"][k], a["world_to_cam"][k])
+        for m, (v, u) in enumerate(pix):
+            others = np.delete(pix, m, axis=0)
+            if np.min(np.linalg.norm(others - [v, u], axis=1)) < 20:
+                continue  # two markers overlap in this view
+            r0, c0 = int(round(v)), int(round(u))
+            win = a["mask"][k][r0 - 8:r0 + 9, c0 - 8:c0 + 9]
+            rr, cc = np.nonzero(win)
+            centroid = np.array([rr.mean() + r0 - 8, cc.mean() + c0 - 8])
+            assert np.linalg.norm(centroid - [v, u]) < 0.5, (k, m, centroid, (v, u))
+            rgb = a["rgb"][k][r0, c0].astype(int)
+            assert rgb[0] > rgb[1] + 40  # the red marker, not the white background
+            checked += 1
+    assert checked >= 10
+
+
+def test_resume_skips_done_objects(synth_tree, tmp_path):
+    out = tmp_path / "ds"
+    assert render(synth_tree, out, "--limit", "3").returncode == 0
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir() if p.is_dir()}
+    proc = render(synth_tree, out, "--limit", "5")
+    assert proc.returncode == 0 and "2 rendered" in proc.stdout and "3 already done" in proc.stdout
+    for name, mtime in first.items():
+        assert (out / "shards" / name).stat().st_mtime_ns == mtime  # untouched
+    proc = render(synth_tree, out, "--limit", "5")
+    assert "0 rendered" in proc.stdout and "5 already done" in proc.stdout
+    rows = index_rows(out)
+    assert len(rows) == 5 and len({(r["synset_id"], r["model_id"]) for r in rows}) == 5
+
+
+def test_broken_objects_are_recorded_and_the_rest_finish(tree_copy, tmp_path):
+    ids = {sid: sorted(p.name for p in (tree_copy / sid).iterdir()) for sid in ("02691156", "03001627", "04256520",
+                                                                              "03797390")}
+    truncated = tree_copy / "02691156" / ids["02691156"][0] / "models" / "model_normalized.obj"
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    degenerate = tree_copy / "03001627" / ids["03001627"][0] / "models" / "model_normalized.obj"
+    degenerate.write_text("v 0.1 0.1 0.1\nv 0.1 0.1 0.1\nv 0.1 0.1 0.1\nf 1 2 3\n")
+    crasher, hanger = ids["04256520"][0], ids["03797390"][0]
+    out = tmp_path / "ds"
+    proc = render(tree_copy, out, "--limit", "12", "--timeout", "20",
+                  env={"CMA_FAULTS": f"segfault:{crasher},hang:{hanger}"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["model_id"]: r for r in index_rows(out)}
+    assert len(rows) == 12
+    assert rows[ids["02691156"][0]]["status"] == "skipped" and "obj_truncated" in rows[ids["02691156"][0]]["error"]
+    assert rows[ids["03001627"][0]]["status"] == "failed" and "single point" in rows[ids["03001627"][0]]["error"]
+    assert rows[crasher]["status"] == "failed" and "SIGSEGV" in rows[crasher]["error"]
+    assert rows[hanger]["status"] == "failed" and "timed out" in rows[hanger]["error"]
+    broken = {ids["02691156"][0], ids["03001627"][0], crasher, hanger}
+    assert all(r["status"] == "done" for mid, r in rows.items() if mid not in broken)
+    assert "8 rendered, 3 failed, 1 skipped" in proc.stdout
+    # Without the faults, --retry-failed renders the crashed and hung objects; the rest stay.
+    proc = render(tree_copy, out, "--limit", "12", "--retry-failed")
+    rows = {r["model_id"]: r for r in index_rows(out)}
+    assert rows[crasher]["status"] == rows[hanger]["status"] == "done"
+    assert rows[ids["02691156"][0]]["status"] == "skipped" and rows[ids["03001627"][0]]["status"] == "failed"
+
+
+def test_missing_texture_falls_back_to_gray_never_magenta(tree_copy, tmp_path):
+    textured = sorted(tree_copy.glob("*/*/images/texture0.jpg"))[0]
+    model_dir = textured.parents[1]
+    for img in (model_dir / "images").iterdir():
+        img.unlink()
+    keep = {model_dir.parent.name}
+    for sid in [p for p in tree_copy.iterdir() if p.is_dir()]:
+        if sid.name not in keep:
+            shutil.rmtree(sid)
+    for other in model_dir.parent.iterdir():
+        if other != model_dir:
+            shutil.rmtree(other)
+    out = tmp_path / "ds"
+    proc = render(tree_copy, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = index_rows(out)[0]
+    assert row["status"] == "done" and "texture_fallback" in row["warnings"] and "texture_missing" in row["warnings"]
+    rgb = load(out, row)["rgb"].astype(int)
+    magenta = (rgb[..., 0] > 180) & (rgb[..., 1] < 80) & (rgb[..., 2] > 180)
+    assert magenta.sum() == 0
+
+
+def test_interrupted_shard_write_leaves_no_partial_shard(synth_tree, tmp_path):
+    out = tmp_path / "ds"
+    proc = render(synth_tree, out, "--limit", "6", "--shard-size", "2", env={"CMA_FAULTS": "kill-in-shard-write:2"})
+    assert proc.returncode == -signal.SIGKILL  # the driver really died mid-write
+    committed = [p for p in (out / "shards").iterdir() if p.is_dir()]
+    assert len(committed) == 1  # the first shard; the second never became visible
+    group = zarr.open_group(committed[0], mode="r")
+    assert all(group[name].shape[0] == 2 for name in group.array_keys())
+    assert any((out / ".staging").iterdir())  # the half-written one stayed out of sight
+    proc = render(synth_tree, out, "--limit", "6", "--shard-size", "2")
+    assert proc.returncode == 0 and "4 rendered" in proc.stdout and "2 already done" in proc.stdout
+    rows = index_rows(out)
+    keys = [(r["synset_id"], r["model_id"]) for r in rows]
+    assert len(keys) == 6 == len(set(keys)) and {r["status"] for r in rows} == {"done"}
+    in_shards = []
+    for shard in (out / "shards").iterdir():
+        if shard.is_dir():
+            in_shards += list(zarr.open_group(shard, mode="r")["model_id"][:])
+    assert sorted(in_shards) == sorted(k[1] for k in keys)  # every object exactly once
+    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+
+
+def test_settings_guard_force_dry_run_and_config(synth_tree, tmp_path):
+    out = tmp_path / "ds"
+    proc = render(synth_tree, out, "--limit", "2", "--dry-run")
+    assert proc.returncode == 0 and "2 to render" in proc.stdout and not out.exists()
+    assert render(synth_tree, out, "--limit", "2").returncode == 0
+    proc = render(synth_tree, out, "--limit", "2", "--samples", "5")
+    assert proc.returncode == 2 and "samples: 4 -> 5" in proc.stderr and "--force" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = render(synth_tree, out, "--limit", "2", "--samples", "5", "--force")
+    assert proc.returncode == 0 and "2 rendered" in proc.stdout
+    config = tmp_path / "render.yaml"
+    config.write_text("resolution: 32\nviews: 2\nelevations: [10]\nlimit: 1\n")
+    out2 = tmp_path / "ds2"
+    proc = run_cli("cma-build", "render", "--config", str(config), "--shapenet", str(synth_tree), "--out", str(out2),
+                   "--samples", "2", "--workers", "1", "--view-points", "16", "--fused-points", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert zarr.open_group(out2, mode="r").attrs["cma-dataset"]["settings"]["resolution"] == 32
+    a = load(out2, index_rows(out2)[0])
+    assert a["rgb"].shape == (2, 32, 32, 3)
+    config.write_text("resolutoin: 32\n")
+    proc = run_cli("cma-build", "render", "--config", str(config), "--shapenet", str(synth_tree), "--out", str(out2))
+    assert proc.returncode == 2 and "unknown key 'resolutoin'" in proc.stderr
+
+
+def test_bad_render_input_is_one_line(synth_tree, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("x")
+    for args, expected in [
+        (["--shapenet", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], "no such folder"),
+        (["--shapenet", str(synth_tree), "--out", str(tmp_path / "afile")], "is a file"),
+        (["--shapenet", str(synth_tree), "--out", str(tmp_path / "notes")], "not a cma-build dataset"),
+        (["--shapenet", str(synth_tree), "--out", str(tmp_path / "o"), "--viewpoints", "file"], "--viewpoint-file"),
+        (["--shapenet", str(synth_tree), "--out", str(tmp_path / "o"), "--background", "plaid"], "background"),
+        (["--shapenet", str(synth_tree), "--out", str(tmp_path / "o"), "--views", "5", "--elevations", "0,30"],
+         "split evenly"),
+    ]:
+        proc = run_cli("cma-build", "render", *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "x"
+
+
+def test_file_viewpoints_are_used_verbatim(synth_tree, tmp_path):
+    from cma_builder.cameras import look_at
+
+    m = look_at([0.2, 0.9, -1.6], [0.0, 0.0, 0.0])
+    poses = tmp_path / "poses.json"
+    poses.write_text(json.dumps([{"world_to_cam": m.tolist()}, {"azimuth": 180, "elevation": 0}]))
+    out = tmp_path / "ds"
+    proc = render(synth_tree, out, "--limit", "1", "--viewpoints", "file", "--viewpoint-file", str(poses))
+    assert proc.returncode == 0, proc.stderr
+    a = load(out, index_rows(out)[0])
+    assert a["world_to_cam"].shape == (2, 4, 4) and np.allclose(a["world_to_cam"][0], m)
