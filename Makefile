@@ -10,12 +10,13 @@ DEMO := out/demo
 DEMO_TREE := $(DEMO)/mini-shapenet
 DEMO_PER_CATEGORY ?= 8
 DEMO_SEED ?= 0
+DEMO_RENDER_ARGS ?= --resolution 96 --views 6 --samples 16 --view-points 1024 --fused-points 4096
 PYTEST_ARGS ?=
 
 .PHONY: help install system-deps python-deps test demo clean FORCE
 
 help:
-	@echo "make demo     synthesize the mini-ShapeNet and scan it (sets itself up)"
+	@echo "make demo     synthesize the mini-ShapeNet, scan it and render it (sets itself up)"
 	@echo "make test     install, then run the test suite"
 	@echo "make install  create $(VENV) and install the toolkit into it"
 	@echo "make clean    remove $(VENV) and out/"
@@ -67,11 +68,15 @@ $(DEMO)/.synth-params: FORCE
 	@mkdir -p $(DEMO)
 	@echo "$(DEMO_PER_CATEGORY) $(DEMO_SEED)" | cmp -s - $@ || echo "$(DEMO_PER_CATEGORY) $(DEMO_SEED)" > $@
 
+# A new tree makes the dataset rendered from the old one stale, so it goes too.
 $(DEMO_TREE)/taxonomy.json: $(STAMP) $(wildcard cma_builder/synth/*.py) $(DEMO)/.synth-params
+	rm -rf $(DEMO)/dataset
 	$(BIN)/cma-build synth --out $(DEMO_TREE) --per-category $(DEMO_PER_CATEGORY) --seed $(DEMO_SEED)
 
+# render resumes: with nothing left to do it returns at once.
 demo: install $(DEMO_TREE)/taxonomy.json
 	$(BIN)/cma-build scan --shapenet $(DEMO_TREE) --out $(DEMO)/manifest.csv
+	$(BIN)/cma-build render --shapenet $(DEMO_TREE) --out $(DEMO)/dataset $(DEMO_RENDER_ARGS)
 
 clean:
 	rm -rf $(VENV) out

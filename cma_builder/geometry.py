@@ -38,7 +38,7 @@ def farthest_point_sampling(points: np.ndarray, counts: np.ndarray, k: int) -> n
     acc, tmp = np.empty_like(dist), np.empty_like(dist)
     rows = np.arange(B)
     out = np.zeros((B, k), dtype=np.int64)
-    for i in range(k):
+    for i in range(min(k, int(counts.max(initial=0)))):  # past every valid point FPS only repeats
         out[:, i] = current
         for j, c in enumerate(coords):
             buf = acc if j == 0 else tmp

@@ -93,18 +93,16 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     spec = SplitSpec.bundled()
     labels = {sid: i for i, sid in enumerate(label_names())}
     buffer: list[dict] = []
-    bar = progress(range(len(todo)), desc="render", unit="obj", enabled=show_progress)
-    bar_iter = iter(bar)
+    bar = progress(desc="render", unit="obj", total=len(todo), enabled=show_progress)
 
     def finish(rec: dict) -> None:
         records[(rec["synset_id"], rec["model_id"])] = rec
         summary.counts[rec["status"]] += 1
         if rec["status"] != "done":
             summary.failures.append((f"{rec['synset_id']}/{rec['model_id']}", rec["error"]))
-        next(bar_iter, None)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(done=summary.counts["done"], failed=summary.counts["failed"],
-                            skipped=summary.counts["skipped"], refresh=False)
+        bar.set_postfix(done=summary.counts["done"], failed=summary.counts["failed"],
+                        skipped=summary.counts["skipped"], refresh=False)
+        bar.update(1)
 
     def flush() -> None:
         if not buffer:
@@ -167,8 +165,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
         t = time.perf_counter()
         flush()  # keep every object finished before an interrupt
         summary.timings["write"] += time.perf_counter() - t
-        if hasattr(bar, "close"):
-            bar.close()
+        bar.close()
     summary.device = pool.device
     summary.seconds = time.perf_counter() - start
     return summary

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO, run_cli
 
 
-@pytest.mark.parametrize("args", [("cma-build",), ("cma-build", "scan"), ("cma-build", "synth"),
+@pytest.mark.parametrize("args", [("cma-build",), ("cma-build", "scan"), ("cma-build", "synth"), ("cma-build", "render"),
                                   ("pcssl-train",), ("pcssl-train", "env")])
 def test_every_command_has_help_with_an_example(args):
     proc = run_cli(*args, "--help")
@@ -37,3 +37,5 @@ def test_make_demo_prints_the_category_counts(tmp_path):
         assert name in proc.stdout
     assert "total     8 categories       16" in proc.stdout
     assert (tmp_path / "demo" / "manifest.csv").is_file()
+    assert "Finished: 16 rendered, 0 failed" in proc.stdout
+    assert f"Dataset: {tmp_path}/demo/dataset" in proc.stdout and (tmp_path / "demo" / "dataset" / "index.csv").is_file()
