@@ -16,6 +16,7 @@ in their attributes, so the index can always be rebuilt from what is on disk.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -76,7 +77,7 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
 
 INDEX_COLUMNS = ["synset_id", "model_id", "category", "label", "split", "status", "error", "warnings", "shard", "row",
                  "seconds_setup", "seconds_render", "seconds_backproject", "seconds_write", "seconds_total",
-                 "settings_hash", "obj_path", "finished_at"]
+                 "settings_hash", "worker", "obj_path", "finished_at"]
 
 
 def label_names() -> list[str]:
@@ -132,7 +133,24 @@ class Dataset:
             cls._create(root, settings)
         ds = cls(root.resolve(), settings)
         (ds.root / "log").mkdir(exist_ok=True)
+        ds._lock()
         return ds
+
+    def _lock(self) -> None:
+        """One writing run per dataset: an exclusive flock on DATASET/.lock, released by the
+        kernel when the process ends (even on SIGKILL)."""
+        self._lock_file = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise CmaError(f"{self.root}: another cma-build render is writing to this dataset ({holder})") from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self._lock_file.flush()
 
     @staticmethod
     def read_attrs(root: Path) -> dict | None:
@@ -147,7 +165,7 @@ class Dataset:
 
     @staticmethod
     def _discard(root: Path) -> None:
-        for name in ("shards", "log", ".staging", "index.csv", "zarr.json"):
+        for name in ("shards", "log", ".staging", "index.csv", "zarr.json"):  # not .lock: it may be held
             p = root / name
             if p.is_dir():
                 shutil.rmtree(p)

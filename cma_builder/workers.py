@@ -66,7 +66,8 @@ class Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "blender_scripts.worker", "--fd-in", str(to_worker_r),
                  "--fd-out", str(from_worker_w)],
-                pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # Ctrl-C reaches the driver only; it stops the workers
         os.close(to_worker_r)
         os.close(from_worker_w)
         self.tx = Connection(to_worker_w, readable=False)
@@ -204,7 +205,8 @@ class WorkerPool:
         w.count += 1
         w.rss_mb = msg.get("rss_mb", 0.0)
         on_outcome(Outcome(task, msg["status"], arrays=msg.get("arrays"), error=msg.get("error", ""),
-                           warnings=msg.get("warnings", []), timings=msg.get("timings", {}), worker=w.name))
+                           warnings=msg.get("warnings", []), timings=msg.get("timings", {}),
+                           worker=f"{w.name} (pid {w.proc.pid})"))
         if w.count >= self.options.recycle_after or w.rss_mb > self.options.max_rss_mb:
             self.workers.remove(w)
             w.stop()

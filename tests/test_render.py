@@ -401,3 +401,58 @@ def test_genuine_shapenet_models_render_exactly(real_shapenet, tmp_path):
             ours, theirs = a["mask"][k], np.isfinite(t)
             assert (ours & theirs).sum() / (ours | theirs).sum() >= 0.99
             assert_normals_face_the_camera(a, k, at_least=0.9)
+
+
+def test_split_selection_and_worker_recycling(synth_tree, tmp_path):
+    from cma_builder.splits import SplitSpec
+
+    spec = SplitSpec.bundled()
+    models = [p.name for p in synth_tree.glob("*/*") if p.is_dir()]
+    wanted = sorted(m for m in models if spec.assign(m) in ("val", "test"))
+    out = tmp_path / "ds"
+    proc = render(synth_tree, out, "--split", "val,test", "--recycle-after", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = index_rows(out)
+    assert sorted(r["model_id"] for r in rows) == wanted and {r["split"] for r in rows} <= {"val", "test"}
+    assert len({r["worker"] for r in rows}) == len(rows)  # a fresh worker process for every object
+    proc = run_cli("cma-build", "render", "--shapenet", str(synth_tree), "--out", str(out), "--split", "tarin")
+    assert proc.returncode == 2 and "unknown split 'tarin'" in proc.stderr
+
+
+def test_one_writing_run_per_dataset(synth_tree, tmp_path):
+    import fcntl
+
+    out = tmp_path / "ds"
+    assert render(synth_tree, out, "--limit", "1").returncode == 0
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as if another run were writing
+        proc = render(synth_tree, out, "--limit", "2")
+    assert proc.returncode == 2 and "another cma-build render is writing" in proc.stderr
+    assert render(synth_tree, out, "--limit", "2").returncode == 0  # free again
+
+
+def test_ctrl_c_keeps_finished_objects_and_resume_completes(synth_tree, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ds"
+    hang = sorted(p.name for p in (synth_tree / "04379243").iterdir())[0]  # a table: dispatched late
+    cmd = [str(Path(sys.executable).parent / "cma-build"), "render", "--shapenet", str(synth_tree), "--out", str(out),
+           *SMALL, "--limit", "16", "--shard-size", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, CMA_FAULTS=f"hang:{hang}"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "index.csv").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Interrupted" in stdout and "Run the same command again to resume" in stdout
+    rows = index_rows(out)
+    assert rows and {r["status"] for r in rows} == {"done"}  # nothing in flight was called failed
+    proc = render(synth_tree, out, "--limit", "16", "--shard-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = index_rows(out)
+    assert len(rows) == 16 == len({r["model_id"] for r in rows}) and {r["status"] for r in rows} == {"done"}
