@@ -3,8 +3,8 @@
 Started by cma_builder.workers as ``python -m blender_scripts.worker --fd-in R --fd-out W``;
 stdout/stderr (Blender's own chatter) go to a per-worker log file. Protocol over the two
 pipes (multiprocessing.connection framing): first message from the driver is the setup
-dict; the worker answers {"type": "ready"}; then each task dict is answered with one result
-dict; ``None`` asks the worker to exit.
+dict; the worker answers {"type": "ready"}; then each task dict is answered with
+{"type": "started"} and then one result dict; ``None`` asks the worker to exit.
 """
 
 from __future__ import annotations
@@ -83,10 +83,12 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
         task = conn_in.recv()
         if task is None:
             return
+        conn_out.send({"type": "started"})  # from here on a crash is this task's failure
         faults.before_render(task["model_id"])
         result = render_object(scene, settings, task)
         result["rss_mb"] = rss_mb()
         conn_out.send(result)
+        faults.after_result(task["model_id"])
 
 
 def main() -> None:

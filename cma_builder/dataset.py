@@ -108,32 +108,29 @@ class Dataset:
 
     # --- creation and checks -------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False,
-             create: bool = True) -> "Dataset":
-        """Open a dataset for writing with ``settings``; create it if absent. Refuses other
-        settings unless ``force`` (which discards the existing shards, logs and index)."""
+    def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False) -> "Dataset":
+        """Open a dataset for writing with ``settings`` (creating it if absent) and hold its
+        write lock. Refuses other settings unless ``force`` (which discards the existing shards,
+        logs and index)."""
         root = Path(path).expanduser()
         if root.exists() and not root.is_dir():
             raise CmaError(f"{root}: is a file; expected a dataset folder")
-        existing = cls.read_attrs(root)
-        if existing is None and root.is_dir() and any(root.iterdir()):
+        if cls.read_attrs(root) is None and root.is_dir() and any(p.name != ".lock" for p in root.iterdir()):
             raise CmaError(f"{root}: folder is not empty and is not a cma-build dataset; refusing to write into it")
-        if existing is not None:
-            old = RenderSettings.from_dict(existing["settings"])
-            if existing["settings_hash"] != settings.hash():
-                if not force:
-                    diff = "; ".join(settings.differences(old)[:6])
-                    raise CmaError(f"{root}: rendered with other settings ({diff}); pass --force to discard it "
-                                   "and render again, or choose another --out")
-                cls._discard(root)
-                existing = None
-        if existing is None:
-            if not create:
-                raise CmaError(f"{root}: not a cma-build dataset")
-            cls._create(root, settings)
+        root.mkdir(parents=True, exist_ok=True)
         ds = cls(root.resolve(), settings)
+        ds._lock()  # before looking at (or discarding) anything another run might be writing
+        existing = cls.read_attrs(root)
+        if existing is not None and existing["settings_hash"] != settings.hash():
+            if not force:
+                diff = "; ".join(settings.differences(RenderSettings.from_dict(existing["settings"]))[:6])
+                raise CmaError(f"{root}: rendered with other settings ({diff}); pass --force to discard it "
+                               "and render again, or choose another --out")
+            cls._discard(root)
+            existing = None
+        if existing is None:
+            cls._create(root, settings)
         (ds.root / "log").mkdir(exist_ok=True)
-        ds._lock()
         return ds
 
     def _lock(self) -> None:
@@ -174,7 +171,6 @@ class Dataset:
 
     @staticmethod
     def _create(root: Path, settings: RenderSettings) -> None:
-        root.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(root, mode="w", zarr_format=3)
         group.attrs[FORMAT] = describe(settings)
         group.create_group("shards")

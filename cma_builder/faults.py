@@ -3,6 +3,8 @@
 Comma-separated entries ``kind:target``:
 - ``segfault:<model id>`` / ``hang:<model id>`` / ``exit:<model id>``: the render worker really
   segfaults, sleeps forever, or exits before rendering that model;
+- ``exit-idle:<model id>``: the worker exits right after sending that model's result (it dies
+  while idle; the task sent to it next must be handed to another worker, not failed);
 - ``kill-in-shard-write:<n>``: the driver SIGKILLs itself while writing its n-th shard
   (after some arrays are on disk, before the shard is committed).
 """
@@ -30,6 +32,12 @@ def before_render(model_id: str) -> None:
             time.sleep(10**6)
         elif kind == "exit":
             os._exit(3)
+
+
+def after_result(model_id: str) -> None:
+    """``exit-idle:<model id>``: the worker exits right after answering for that model."""
+    if ("exit-idle", model_id) in _entries():
+        os._exit(0)
 
 
 def in_shard_write(shard_number: int) -> None:

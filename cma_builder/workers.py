@@ -75,6 +75,7 @@ class Worker:
         self.tx.send(dict(setup, scratch=str(self.scratch)))
         self.ready = False
         self.task: dict | None = None
+        self.started = False  # the worker acknowledged self.task
         self.deadline = 0.0
         self.count = 0
         self.rss_mb = 0.0
@@ -89,6 +90,7 @@ class Worker:
 
     def send(self, task: dict, timeout: float) -> None:
         self.task = task
+        self.started = False
         self.deadline = time.monotonic() + timeout
         self.tx.send({k: v for k, v in task.items() if k in ("model_id", "obj_path")})
 
@@ -159,22 +161,27 @@ class WorkerPool:
     def run(self, tasks: Iterator[dict], on_outcome: Callable[[Outcome], None]) -> None:
         """Render every task; ``on_outcome`` is called once per task, in completion order."""
         pending = iter(tasks)
+        requeued: list[dict] = []  # tasks whose worker died before starting them
         exhausted = False
         while len(self.workers) < self.options.workers:
             self._start()
         while True:
             for w in [w for w in self.workers if not w.ready]:
                 self._await_ready(w)
-            for w in self.workers:
-                if w.ready and w.task is None and not exhausted:
-                    task = next(pending, None)
+            for w in list(self.workers):
+                if w.ready and w.task is None and (requeued or not exhausted):
+                    task = requeued.pop() if requeued else next(pending, None)
                     if task is None:
                         exhausted = True
-                    else:
+                        continue
+                    try:
                         w.send(task, self.options.timeout)
+                    except OSError:  # it died while idle (e.g. killed for memory): replace it
+                        requeued.append(task)
+                        self._replace(w)
             busy = [w for w in self.workers if w.task is not None]
             if not busy:
-                if exhausted:
+                if exhausted and not requeued:
                     return
                 continue
             timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
@@ -182,14 +189,14 @@ class WorkerPool:
             now = time.monotonic()
             for w in busy:
                 if w.rx in ready:
-                    self._receive(w, on_outcome)
+                    self._receive(w, on_outcome, requeued)
                 elif now >= w.deadline:
                     task = w.task
                     self._replace(w)
                     on_outcome(Outcome(task, "failed", error=f"timed out after {self.options.timeout:g} s "
                                        "(worker killed)", worker=w.name))
 
-    def _receive(self, w: Worker, on_outcome: Callable[[Outcome], None]) -> None:
+    def _receive(self, w: Worker, on_outcome: Callable[[Outcome], None], requeued: list[dict]) -> None:
         task = w.task
         try:
             msg = w.rx.recv()
@@ -198,8 +205,14 @@ class WorkerPool:
             reason = _death(w.proc.returncode)
             tail = w.log_tail(1)
             self._replace(w)
+            if not w.started:  # it died before reading this task: not the task's fault
+                requeued.append(task)
+                return
             on_outcome(Outcome(task, "failed", error=f"{reason} while rendering" + (f" ({tail})" if tail else ""),
                                worker=w.name))
+            return
+        if msg.get("type") == "started":
+            w.started = True
             return
         w.task = None
         w.count += 1

@@ -456,3 +456,11 @@ def test_ctrl_c_keeps_finished_objects_and_resume_completes(synth_tree, tmp_path
     assert proc.returncode == 0, proc.stderr
     rows = index_rows(out)
     assert len(rows) == 16 == len({r["model_id"] for r in rows}) and {r["status"] for r in rows} == {"done"}
+
+
+def test_a_worker_dying_between_objects_costs_no_object(synth_tree, tmp_path):
+    first = sorted(p.name for p in (synth_tree / "02691156").iterdir())[0]  # dispatched first
+    out = tmp_path / "ds"
+    proc = render(synth_tree, out, "--limit", "8", "--workers", "1", env={"CMA_FAULTS": f"exit-idle:{first}"})
+    assert proc.returncode == 0 and "8 rendered, 0 failed" in proc.stdout, proc.stdout + proc.stderr
+    assert len({r["worker"] for r in index_rows(out)}) == 2  # the dead worker was replaced
