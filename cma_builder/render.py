@@ -12,8 +12,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from .dataset import SPLIT_CODES, Dataset, State, label_names
@@ -46,29 +44,19 @@ class RenderSummary:
 def select(tree: ShapeNetTree, categories: list[str] | None, splits: list[str] | None,
            limit: int | None) -> list[ModelRef]:
     synsets = tree.taxonomy.resolve(categories, tree.synset_ids) if categories else tree.synset_ids
+    if not splits:
+        return select_models(tree, synsets, limit)
+    bad = [s for s in splits if s not in SPLIT_NAMES]
+    if bad:
+        raise CmaError(f"unknown split '{bad[0]}': expected {', '.join(SPLIT_NAMES)}")
     spec = SplitSpec.bundled()
-    if splits:
-        bad = [s for s in splits if s not in SPLIT_NAMES]
-        if bad:
-            raise CmaError(f"unknown split '{bad[0]}': expected {', '.join(SPLIT_NAMES)}")
-        refs = [r for r in select_models(tree, synsets, None) if spec.assign(r.model_id) in splits]
-        per = {}
-        for r in refs:
-            per.setdefault(r.synset_id, []).append(r)
-        if limit is None:
-            return refs
-        out, depth = [], 0  # round-robin across categories, like scan --limit
-        while len(out) < limit and any(depth < len(v) for v in per.values()):
-            out += [v[depth] for v in per.values() if depth < len(v)][: limit - len(out)]
-            depth += 1
-        return out
-    return select_models(tree, synsets, limit)
+    return select_models(tree, synsets, limit, keep=lambda r: spec.assign(r.model_id) in splits)
 
 
 def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings, options: RenderOptions,
            categories: list[str] | None = None, splits: list[str] | None = None, limit: int | None = None,
-           retry_failed: bool = False, force: bool = False, dry_run: bool = False, show_progress: bool = True,
-           on_shard: Callable[[str], None] | None = None) -> RenderSummary:
+           retry_failed: bool = False, force: bool = False, dry_run: bool = False,
+           show_progress: bool = True) -> RenderSummary:
     start = time.perf_counter()
     if limit is not None and limit < 1:
         raise CmaError(f"--limit must be at least 1, got {limit}")
@@ -112,8 +100,6 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
             records[(rec["synset_id"], rec["model_id"])] = rec
         buffer.clear()
         ds.write_index(State(records, ds.shard_names()))
-        if on_shard:
-            on_shard(name)
 
     def tasks():
         for ref in todo:

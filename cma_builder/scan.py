@@ -8,6 +8,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import CmaError
 from .manifest import ManifestRow, check_target, write_manifest
@@ -27,10 +28,11 @@ class ScanResult:
     seconds: float
 
 
-def select_models(tree: ShapeNetTree, synset_ids: list[str], limit: int | None) -> list[ModelRef]:
-    """Models of the given synsets; ``limit`` takes them round-robin across categories
-    (sorted by model id within each), so a small limit still covers every category."""
-    per = [tree.models([sid]) for sid in synset_ids]
+def select_models(tree: ShapeNetTree, synset_ids: list[str], limit: int | None,
+                  keep: Callable[[ModelRef], bool] | None = None) -> list[ModelRef]:
+    """Models of the given synsets (those ``keep`` accepts); ``limit`` takes them round-robin
+    across categories (sorted by model id within each), so a small limit still covers every category."""
+    per = [[r for r in tree.models([sid]) if keep is None or keep(r)] for sid in synset_ids]
     if limit is None:
         return [r for refs in per for r in refs]
     out: list[ModelRef] = []
