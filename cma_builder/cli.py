@@ -212,6 +212,56 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
         raise SystemExit(130)
 
 
+def _list_checks(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from .validate import check_list_lines
+
+        click.echo("\n".join(check_list_lines()))
+        ctx.exit(0)
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--sample", type=int, help="Check a random subset of N objects (structure is always checked for all).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of --sample.")
+@click.option("--shapenet", type=click.Path(path_type=Path),
+              help="ShapeNetCore.v2 root: also compare points, depth and mask with the source OBJs (open3d).")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="JSON report to write [default: DATASET/validation.json].")
+@click.option("--threshold", "thresholds", multiple=True, metavar="CHECK=VALUE",
+              help="Override a check's limit (repeatable), e.g. mapping.pixel_error=0.1.")
+@click.option("--workers", type=int, help="Parallel checking processes [default: CPU count].")
+@click.option("--list-checks", is_flag=True, is_eager=True, expose_value=False, callback=_list_checks,
+              help="Print every check with its default limit and exit.")
+def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None, report: Path | None,
+             thresholds: tuple[str, ...], workers: int | None) -> None:
+    """Check a rendered dataset's cameras and point-to-pixel maps with numbers.
+
+    Structure (index vs shards, array shapes and dtypes, NaNs, counts), cameras (rigid
+    world_to_cam, sane K, camera outside the bounding sphere), mapping (stored points project
+    onto their stored pixels at the stored depth, inside the mask; visibility flags agree with
+    the depth test), images (not blank, not magenta, mask/depth/RGB agree) and, with
+    --shapenet, independent geometry (points on the source mesh; depth and mask against
+    open3d ray casting). Prints median / p99 / worst per check and every failure by object,
+    view and check. Exit code 0 when all pass, 1 when any fails. Limits: --list-checks and
+    docs/VALIDATION.md.
+
+    \b
+    Example:
+      cma-build validate shapenet-cma --shapenet ~/data/ShapeNetCore.v2 --sample 500
+      cma-build validate out/demo/dataset --threshold mapping.visibility=0.01 --report report.json
+    """
+    from .validate import parse_thresholds, summary_lines, validate as run_validate, write_report
+
+    limits = parse_thresholds(thresholds)
+    result = run_validate(dataset, sample=sample, seed=seed, shapenet=shapenet, thresholds=limits, workers=workers)
+    path = write_report(result, report or result.dataset / "validation.json")
+    click.echo("\n".join(summary_lines(result)))
+    click.echo(f"Report: {path}")
+    if not result.passed:
+        raise SystemExit(1)
+
+
 def main() -> None:
     cli(prog_name="cma-build")
 
