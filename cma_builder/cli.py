@@ -262,6 +262,64 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
         raise SystemExit(1)
 
 
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs (created).")
+@click.option("--objects", "ids", multiple=True, metavar="ID",
+              help="Model ids or synset/model ids to show (repeatable, or comma-separated).")
+@click.option("--n", "n", default=16, show_default=True, type=int,
+              help="Without --objects: this many objects, round-robin across categories.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Which objects --n picks.")
+@click.option("--max-views", default=12, show_default=True, type=int, help="At most this many views per sheet.")
+def preview(dataset: Path, out: Path, ids: tuple[str, ...], n: int, seed: int, max_views: int) -> None:
+    """Draw contact sheets of rendered objects and a category grid (PNG).
+
+    Per object: RGB, depth (color map with a scale bar), mask, normals if stored, and the
+    fused points each view sees, projected with the stored cameras and colored by depth (they
+    must sit exactly on the object), then the fused cloud from four angles. grid.png: one
+    labeled thumbnail per object, a row per category. Prints the paths.
+
+    \b
+    Example:
+      cma-build preview shapenet-cma --n 16 --out previews
+      cma-build preview out/demo/dataset --objects 37bc1e68a1cf27757033fbd531016542 --out previews
+    """
+    from .preview import preview as run_preview
+
+    if max_views < 1:
+        raise CmaError(f"--max-views must be at least 1, got {max_views}")
+    wanted = [i for item in ids for i in _split_list(item) or []]
+    paths = run_preview(dataset, out, wanted or None, n=n, seed=seed, max_views=max_views)
+    click.echo(f"Wrote {len(paths) - 1} contact sheets and a category grid:")
+    click.echo("\n".join(f"  {p}" for p in paths))
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the numbers as JSON.")
+def stats(dataset: Path, json_out: Path | None) -> None:
+    """Summarize a rendered dataset.
+
+    Objects per category and split (with failed and skipped), failures grouped by reason,
+    bytes on disk per object and per array, foreground pixels and visible fused points per
+    view, render time per object.
+
+    \b
+    Example:
+      cma-build stats shapenet-cma
+      cma-build stats out/demo/dataset --json stats.json
+    """
+    import json
+
+    from .stats import stats as run_stats, summary_lines
+
+    result = run_stats(dataset)
+    click.echo("\n".join(summary_lines(result)))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        click.echo(f"JSON: {json_out}")
+
+
 def main() -> None:
     cli(prog_name="cma-build")
 
