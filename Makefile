@@ -10,13 +10,14 @@ DEMO := out/demo
 DEMO_TREE := $(DEMO)/mini-shapenet
 DEMO_PER_CATEGORY ?= 8
 DEMO_SEED ?= 0
+DEMO_PREVIEW ?= 8
 DEMO_RENDER_ARGS ?= --resolution 96 --views 6 --samples 16 --view-points 1024 --fused-points 4096
 PYTEST_ARGS ?=
 
 .PHONY: help install system-deps python-deps test demo clean FORCE
 
 help:
-	@echo "make demo     synthesize the mini-ShapeNet, scan it and render it (sets itself up)"
+	@echo "make demo     synthesize the mini-ShapeNet, scan, render, validate and preview it (sets itself up)"
 	@echo "make test     install, then run the test suite"
 	@echo "make install  create $(VENV) and install the toolkit into it"
 	@echo "make clean    remove $(VENV) and out/"
@@ -73,10 +74,12 @@ $(DEMO_TREE)/taxonomy.json: $(STAMP) $(wildcard cma_builder/synth/*.py) $(DEMO)/
 	rm -rf $(DEMO)/dataset
 	$(BIN)/cma-build synth --out $(DEMO_TREE) --per-category $(DEMO_PER_CATEGORY) --seed $(DEMO_SEED)
 
-# render resumes: with nothing left to do it returns at once.
+# render resumes: with nothing left to do it returns at once. validate fails make on any failed check.
 demo: install $(DEMO_TREE)/taxonomy.json
 	$(BIN)/cma-build scan --shapenet $(DEMO_TREE) --out $(DEMO)/manifest.csv
 	$(BIN)/cma-build render --shapenet $(DEMO_TREE) --out $(DEMO)/dataset $(DEMO_RENDER_ARGS)
+	$(BIN)/cma-build validate $(DEMO)/dataset --shapenet $(DEMO_TREE) --report $(DEMO)/validation.json
+	$(BIN)/cma-build preview $(DEMO)/dataset --n $(DEMO_PREVIEW) --out $(DEMO)/preview
 
 clean:
 	rm -rf $(VENV) out

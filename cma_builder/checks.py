@@ -31,12 +31,14 @@ class Check:
 CHECKS = {c.name: c for c in [
     Check("structure.index", "per object: 1 if index.csv and the shards disagree about it (shard missing, wrong row, "
           "listed twice, in a shard but not in the index)", "", 0),
-    Check("structure.arrays", "per object: arrays of its shard missing or not of the documented shape/dtype", "arrays", 0),
-    Check("structure.nan", "per object: NaN/inf where data is expected (depth, cameras, points, visible projections)",
+    Check("structure.arrays", "per object: arrays of its shard missing, not of the documented shape/dtype, or unreadable", "arrays", 0),
+    Check("structure.nan", "per object: NaN/inf where data is expected (depth, cameras, points, visible projections, "
+          "normals in the mask)",
           "values", 0),
     Check("structure.counts", "per object: view_foreground, view_point_count, fused_point_count not matching the mask",
           "mismatches", 0),
-    Check("cameras.rotation", "max |R R^T - I| and |det R - 1| of world_to_cam", "", 1e-6),
+    Check("cameras.rotation", "max of |R R^T - I|, |det R - 1| and the bottom row of world_to_cam against "
+          "(0, 0, 0, 1)", "", 1e-6),
     Check("cameras.intrinsics", "1 if K is not [[fx,0,cx],[0,fy,cy],[0,0,1]] with fx, fy > 0 and (cx, cy) inside "
           "the image", "", 0),
     Check("cameras.outside", "camera distance to the bounding-sphere center / its radius (> 1: outside)", "radii",

@@ -17,9 +17,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CmaError as exc:
             raise _one_line(str(exc), exc.exit_code) from None
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise _one_line(f"{where}{exc.strerror or exc}", 2) from None
+        except KeyboardInterrupt:  # render handles its own (it keeps what finished); elsewhere nothing is half-written
+            raise _one_line("interrupted", 130) from None
 
 
 def _one_line(message: str, code: int) -> click.ClickException:
@@ -321,7 +325,14 @@ def stats(dataset: Path, json_out: Path | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="cma-build")
+    try:
+        cli(prog_name="cma-build")
+    except BrokenPipeError:  # output piped into head and the like: stop quietly
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
 
 
 if __name__ == "__main__":

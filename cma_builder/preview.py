@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from .cameras import camera_center, project
 from .drawing import cloud_view, gray_backdrop, label, scale_bar, splat, text_image, turbo, upscale
@@ -197,6 +197,7 @@ def category_grid(thumbs: list[tuple[ObjectRef, np.ndarray]], title: str, size: 
         for j, (obj, img) in enumerate(rows[cat]):
             x = lw + j * (size + GAP)
             sheet.paste(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS), (x, y))
+            ImageDraw.Draw(sheet).rectangle([x - 1, y - 1, x + size, y + size], outline=(200, 200, 200))
             label(sheet, (x + 2, y + size + 2), obj.model_id[:16], size=11, color=(60, 60, 60))
         y += cell_h + GAP
     return sheet

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections import defaultdict
@@ -235,9 +236,13 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
         results = map(_check_one, objs)
         pool = None
     else:  # spawn: zarr's I/O thread and open3d do not survive fork
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                   initargs=(str(reader.root), shapenet))
-        results = pool.map(_check_one, objs, chunksize=max(1, min(8, len(objs) // (4 * workers))))
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers start with Ctrl-C ignored
+        try:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                                       initargs=(str(reader.root), shapenet))
+            results = pool.map(_check_one, objs, chunksize=max(1, min(8, len(objs) // (4 * workers))))
+        finally:
+            signal.signal(signal.SIGINT, previous)
     try:
         for obj, values in zip(objs, results):
             report.add({"object": obj.key, "category": obj.category}, values)

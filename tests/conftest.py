@@ -1,7 +1,9 @@
-"""Shared fixtures: a small synthesized mini-ShapeNet, the real ShapeNet sample, CLI runner."""
+"""Shared fixtures: a small synthesized mini-ShapeNet, a small real render of it, the real ShapeNet
+sample, CLI runner."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import zarr
 
 from cma_builder.synth import synthesize
 
@@ -54,3 +57,33 @@ def obj_groups(path: Path) -> dict[str, list[int]]:
         elif line.startswith("f "):
             groups.setdefault(current, []).extend(int(c.split("/")[0]) for c in line.split()[1:])
     return groups
+
+
+SMALL = ["--resolution", "64", "--views", "4", "--samples", "4", "--view-points", "256", "--fused-points", "1024",
+         "--workers", "2"]
+
+
+def render(tree, out, *extra, env=None):
+    cmd = [str(Path(sys.executable).parent / "cma-build"), "render", "--shapenet", str(tree), "--out", str(out), *SMALL,
+           *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ, **(env or {})))
+
+
+def index_rows(ds: Path) -> list[dict]:
+    with open(ds / "index.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load(ds: Path, row: dict) -> dict:
+    group = zarr.open_group(ds / "shards" / row["shard"], mode="r")
+    i = int(row["row"])
+    return {name: group[name][i] for name in group.array_keys()}
+
+
+@pytest.fixture(scope="session")
+def rendered(synth_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("render") / "ds"
+    proc = render(synth_tree, out, "--limit", "8", "--normals", "--shard-size", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8 rendered, 0 failed" in proc.stdout
+    return out

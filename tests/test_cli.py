@@ -9,6 +9,7 @@ from conftest import REPO, run_cli
 
 
 @pytest.mark.parametrize("args", [("cma-build",), ("cma-build", "scan"), ("cma-build", "synth"), ("cma-build", "render"),
+                                  ("cma-build", "validate"), ("cma-build", "preview"), ("cma-build", "stats"),
                                   ("pcssl-train",), ("pcssl-train", "env")])
 def test_every_command_has_help_with_an_example(args):
     proc = run_cli(*args, "--help")
@@ -39,3 +40,7 @@ def test_make_demo_prints_the_category_counts(tmp_path):
     assert (tmp_path / "demo" / "manifest.csv").is_file()
     assert "Finished: 16 rendered, 0 failed" in proc.stdout
     assert f"Dataset: {tmp_path}/demo/dataset" in proc.stdout and (tmp_path / "demo" / "dataset" / "index.csv").is_file()
+    assert "PASSED: every check within its limit on 16 objects" in proc.stdout
+    assert proc.stdout.rstrip().endswith(f"{tmp_path}/demo/preview/grid.png")  # ends with the PNG paths
+    sheets = [line.strip() for line in proc.stdout.splitlines() if line.strip().endswith(".png")]
+    assert len(sheets) == 9 and all(os.path.isfile(p) for p in sheets)

@@ -1,7 +1,6 @@
 """cma-build render with real Blender renders of small scenes, checked against independent geometry
 (open3d ray casting and point-to-mesh distances) and plain zarr reads."""
 
-import csv
 import json
 import os
 import re
@@ -17,31 +16,9 @@ import zarr
 from cma_builder.cameras import project
 from cma_builder.dataset import ARRAYS
 from cma_builder.geometry import backproject
-from conftest import REPO, run_cli
+from conftest import REPO, SMALL, index_rows, load, render, run_cli
 
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-SMALL = ["--resolution", "64", "--views", "4", "--samples", "4", "--view-points", "256", "--fused-points", "1024",
-         "--workers", "2"]
-
-
-def render(tree, out, *extra, env=None):
-    import subprocess
-    import sys
-
-    cmd = [str(Path(sys.executable).parent / "cma-build"), "render", "--shapenet", str(tree), "--out", str(out), *SMALL,
-           *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ, **(env or {})))
-
-
-def index_rows(ds: Path) -> list[dict]:
-    with open(ds / "index.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def load(ds: Path, row: dict) -> dict:
-    group = zarr.open_group(ds / "shards" / row["shard"], mode="r")
-    i = int(row["row"])
-    return {name: group[name][i] for name in group.array_keys()}
 
 
 def raycaster(obj_path: str):
@@ -58,15 +35,6 @@ def pixel_rays(K, w2c, H, W):
     d_world = d_cam @ w2c[:3, :3]
     origin = -w2c[:3, :3].T @ w2c[:3, 3]
     return np.concatenate([np.broadcast_to(origin, d_world.shape), d_world], axis=-1).astype(np.float32)
-
-
-@pytest.fixture(scope="session")
-def rendered(synth_tree, tmp_path_factory):
-    out = tmp_path_factory.mktemp("render") / "ds"
-    proc = render(synth_tree, out, "--limit", "8", "--normals", "--shard-size", "3")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "8 rendered, 0 failed" in proc.stdout
-    return out
 
 
 def test_dataset_layout_index_and_attributes(rendered):
@@ -274,6 +242,13 @@ def test_broken_objects_are_recorded_and_the_rest_finish(tree_copy, tmp_path):
     broken = {ids["02691156"][0], ids["03001627"][0], crasher, hanger}
     assert all(r["status"] == "done" for mid, r in rows.items() if mid not in broken)
     assert "8 rendered, 3 failed, 1 skipped" in proc.stdout
+    # stats groups the failures by reason; validate checks the rendered ones and ignores the rest.
+    stats = run_cli("cma-build", "stats", str(out)).stdout
+    for reason in ("failed: worker died with signal SIGSEGV while rendering", "failed: timed out after 20 s",
+                   "skipped: scan: obj_truncated"):
+        assert re.search(rf"^ +1  {re.escape(reason)}  \(e\.g\. ", stats, re.M), (reason, stats)
+    proc = run_cli("cma-build", "validate", str(out), "--report", str(tmp_path / "r.json"))
+    assert proc.returncode == 0 and "Validated 8 of 8 done objects" in proc.stdout, proc.stdout
     # Without the faults, --retry-failed renders the crashed and hung objects; the rest stay.
     proc = render(tree_copy, out, "--limit", "12", "--retry-failed")
     rows = {r["model_id"]: r for r in index_rows(out)}
