@@ -259,8 +259,12 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
 
     limits = parse_thresholds(thresholds)
     result = run_validate(dataset, sample=sample, seed=seed, shapenet=shapenet, thresholds=limits, workers=workers)
-    path = write_report(result, report or result.dataset / "validation.json")
     click.echo("\n".join(summary_lines(result)))
+    target = report or result.dataset / "validation.json"
+    try:
+        path = write_report(result, target)
+    except PermissionError:
+        raise CmaError(f"{target}: cannot write the report here (permission denied); pass --report FILE") from None
     click.echo(f"Report: {path}")
     if not result.passed:
         raise SystemExit(1)

@@ -162,7 +162,7 @@ class Dataset:
 
     @staticmethod
     def _discard(root: Path) -> None:
-        for name in ("shards", "log", ".staging", "index.csv", "zarr.json"):  # not .lock: it may be held
+        for name in ("shards", "log", ".staging", "index.csv", "zarr.json", "validation.json"):  # not .lock: held
             p = root / name
             if p.is_dir():
                 shutil.rmtree(p)

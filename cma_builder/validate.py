@@ -223,6 +223,8 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
     report = Report(reader.root, thresholds or parse_thresholds([]), geometry=shapenet is not None)
     report.objects_in_index = len(rows)
     report.objects_done = sum(r["status"] == "done" for r in rows)
+    if not report.objects_done and not reader.shard_names():
+        raise CmaError(f"{reader.root}: nothing to validate (no rendered objects; index.csv has no row with status done)")
     objs = structure(reader, rows, report)
     if sample is not None and sample < len(objs):
         pick = np.random.default_rng(seed).choice(len(objs), sample, replace=False)

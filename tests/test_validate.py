@@ -134,6 +134,12 @@ def test_sample_thresholds_and_bad_input(rendered, tmp_path):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = validate(tmp_path)
     assert proc.returncode == 2 and "not a cma-build dataset" in proc.stderr
+    empty = tmp_path / "empty"  # a dataset whose every object failed: no vacuous pass
+    empty.mkdir()
+    shutil.copy(rendered / "zarr.json", empty)
+    (empty / "index.csv").write_text((rendered / "index.csv").read_text().splitlines()[0] + "\n")
+    proc = validate(empty)
+    assert proc.returncode == 2 and "nothing to validate" in proc.stderr
 
 
 @pytest.mark.real_shapenet
