@@ -21,6 +21,7 @@ import mathutils
 import numpy as np
 
 from blender_scripts.exr import read_exr
+from cma_builder import faults
 from cma_builder.cameras import blender_matrix_world
 from cma_builder.settings import RenderSettings
 
@@ -226,4 +227,5 @@ class Scene:
                     if self.settings.normals:
                         n = np.stack([ch[layer + f"Normal.{c}"] for c in "XYZ"], axis=-1)
                         out["normal"][k] = np.where(mask[..., None], n, 0.0)
+                faults.between_views()  # test hook (CMA_FAULTS); a no-op otherwise
         return out

@@ -3,6 +3,8 @@
 Comma-separated entries ``kind:target``:
 - ``segfault:<model id>`` / ``hang:<model id>`` / ``exit:<model id>``: the render worker really
   segfaults, sleeps forever, or exits before rendering that model;
+- ``sigkill-mid:<model id>``: the worker SIGKILLs itself after rendering the first view of that
+  model (mid-render, with Blender's scene loaded);
 - ``exit-idle:<model id>``: the worker exits right after sending that model's result (it dies
   while idle; the task sent to it next must be handed to another worker, not failed);
 - ``kill-in-shard-write:<n>``: the driver SIGKILLs itself while writing its n-th shard
@@ -22,7 +24,12 @@ def _entries() -> list[tuple[str, str]]:
     return [tuple(e.split(":", 1)) for e in raw.split(",") if ":" in e]
 
 
+_current: str | None = None  # the model the worker is rendering (set by before_render)
+
+
 def before_render(model_id: str) -> None:
+    global _current
+    _current = model_id
     for kind, target in _entries():
         if target != model_id:
             continue
@@ -32,6 +39,12 @@ def before_render(model_id: str) -> None:
             time.sleep(10**6)
         elif kind == "exit":
             os._exit(3)
+
+
+def between_views() -> None:
+    """``sigkill-mid:<model id>``: called by the renderer after each view."""
+    if _current is not None and ("sigkill-mid", _current) in _entries():
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def after_result(model_id: str) -> None:

@@ -151,6 +151,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     finally:
         t = time.perf_counter()
         flush()  # keep every object finished before an interrupt
+        ds.write_index(State(records, ds.shard_names()))  # failures after the last shard too
         summary.timings["write"] += time.perf_counter() - t
         bar.close()
     summary.device = pool.device
