@@ -166,13 +166,17 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--recycle-after", default=100, show_default=True, type=int, help="Objects per worker process.")
 @click.option("--max-rss-mb", default=4096, show_default=True, type=int, help="Replace a worker above this memory.")
 @click.option("--shard-size", default=16, show_default=True, type=int, help="Objects per shard.")
+@click.option("--num-shards", type=int, help="Render one of N slices of the selection (batch arrays) "
+              "[default: SLURM_ARRAY_TASK_COUNT when set].")
+@click.option("--shard-index", type=int, help="Which slice, 0..N-1 [default: SLURM_ARRAY_TASK_ID - "
+              "SLURM_ARRAY_TASK_MIN, or JOB_COMPLETION_INDEX]. Slices write into the same --out concurrently.")
 @click.option("--retry-failed", is_flag=True, help="Retry objects that failed (or were skipped) before.")
 @click.option("--force", is_flag=True, help="Discard a dataset rendered with other settings and start over.")
 @click.option("--dry-run", is_flag=True, help="Print what would be rendered; change nothing.")
 def render(shapenet, out, categories, splits, limit, views, viewpoints, elevations, viewpoint_seed, viewpoint_file,
            resolution, fov, distance, samples, denoise, antialias, background, normals, view_points, fused_points,
-           visibility_tolerance, workers, device, timeout, recycle_after, max_rss_mb, shard_size, retry_failed, force,
-           dry_run) -> None:
+           visibility_tolerance, workers, device, timeout, recycle_after, max_rss_mb, shard_size, num_shards,
+           shard_index, retry_failed, force, dry_run) -> None:
     """Render a ShapeNetCore.v2 tree to a multi-view RGB-D + point-cloud dataset (zarr v3).
 
     Persistent Blender (Cycles) workers render each object from calibrated viewpoints: RGB,
@@ -184,10 +188,12 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     Example:
       cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma
       cma-build render --shapenet out/mini-shapenet --out out/ds --resolution 64 --views 4 --samples 8
+      cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma --num-shards 50 --shard-index 7
     """
     import os
 
     from .cameras import ViewpointSpec, load_pose_file
+    from .parts import resolve_part
     from .render import render as run_render, summary_lines
     from .settings import RenderOptions, RenderSettings, parse_color
 
@@ -209,8 +215,9 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
         raise CmaError("--workers, --shard-size and --recycle-after must be at least 1 and --timeout positive")
     options = RenderOptions(workers=workers, device=device, threads_per_worker=max(1, cpus // workers),
                             timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size)
+    part = resolve_part(num_shards, shard_index)
     summary = run_render(shapenet, out, settings, options, _split_list(categories), _split_list(splits), limit,
-                         retry_failed=retry_failed, force=force, dry_run=dry_run)
+                         retry_failed=retry_failed, force=force, dry_run=dry_run, part=part)
     click.echo("\n".join(summary_lines(summary)))
     if summary.interrupted:
         raise SystemExit(130)
@@ -326,6 +333,35 @@ def stats(dataset: Path, json_out: Path | None) -> None:
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
         click.echo(f"JSON: {json_out}")
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+def merge(dataset: Path) -> None:
+    """Rebuild DATASET/index.csv from the shards and run logs on disk.
+
+    Slices of a batch array (--num-shards/--shard-index) write into one dataset at the same
+    time; each rebuilds the index when it ends, so the last one to finish leaves it complete.
+    Run merge after the array (or after any crash or copy) to be sure; it changes nothing else
+    and is safe while renders are running.
+
+    \b
+    Example:
+      sbatch --dependency=afterany:$ARRAY_JOB_ID --wrap "cma-build merge shapenet-cma"
+      cma-build merge shapenet-cma
+    """
+    from collections import Counter
+
+    from .dataset import Dataset
+    from .reader import DatasetReader
+    from .settings import RenderSettings
+
+    reader = DatasetReader.open(dataset)
+    ds = Dataset(reader.root, RenderSettings.from_dict(reader.attrs["settings"]))
+    path = ds.write_index()
+    counts = Counter(r["status"] for r in reader.index_rows())
+    click.echo(f"Index rebuilt: {path}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped "
+               f"in {len(reader.shard_names())} shards")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import socket
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,55 +100,88 @@ class State:
 
 
 class Dataset:
-    def __init__(self, root: Path, settings: RenderSettings):
+    """A dataset opened for writing by one run. ``part`` (index, count) marks a run that renders
+    one slice of the selection (batch-scheduler arrays): slices of one dataset run concurrently,
+    each alone in its own slice; a whole-dataset run excludes all of them."""
+
+    def __init__(self, root: Path, settings: RenderSettings, part: tuple[int, int] | None = None):
         self.root = root
         self.settings = settings
         self.settings_hash = settings.hash()
+        self.part = part
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._shard_seq = 0
+        self._locks: list = []
+
+    @property
+    def staging(self) -> Path:
+        """This run's staging folder: private to the slice (or the whole-dataset run)."""
+        tag = "all" if self.part is None else f"slice-{self.part[0]}-of-{self.part[1]}"
+        return self.root / ".staging" / tag
 
     # --- creation and checks -------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False) -> "Dataset":
+    def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False,
+             part: tuple[int, int] | None = None) -> "Dataset":
         """Open a dataset for writing with ``settings`` (creating it if absent) and hold its
-        write lock. Refuses other settings unless ``force`` (which discards the existing shards,
-        logs and index)."""
+        write lock (shared plus the slice's own when ``part`` is given). Refuses other settings
+        unless ``force`` (which discards the existing shards, logs and index)."""
         root = Path(path).expanduser()
         if root.exists() and not root.is_dir():
             raise CmaError(f"{root}: is a file; expected a dataset folder")
-        if cls.read_attrs(root) is None and root.is_dir() and any(p.name != ".lock" for p in root.iterdir()):
-            raise CmaError(f"{root}: folder is not empty and is not a cma-build dataset; refusing to write into it")
+        foreign = f"{root}: folder is not empty and is not a cma-build dataset; refusing to write into it"
+        if root.is_dir() and not (root / ".lock").exists() and cls.read_attrs(root) is None and any(root.iterdir()):
+            raise CmaError(foreign)  # before leaving lock files in someone else's folder
+        if force and part is not None:
+            raise CmaError("--force discards the whole dataset; it cannot be combined with --num-shards/--shard-index "
+                           "(run the --force once without slices, or choose another --out)")
         root.mkdir(parents=True, exist_ok=True)
-        ds = cls(root.resolve(), settings)
+        ds = cls(root.resolve(), settings, part)
         ds._lock()  # before looking at (or discarding) anything another run might be writing
-        existing = cls.read_attrs(root)
-        if existing is not None and existing["settings_hash"] != settings.hash():
-            if not force:
-                diff = "; ".join(settings.differences(RenderSettings.from_dict(existing["settings"]))[:6])
-                raise CmaError(f"{root}: rendered with other settings ({diff}); pass --force to discard it "
-                               "and render again, or choose another --out")
-            cls._discard(root)
-            existing = None
-        if existing is None:
-            cls._create(root, settings)
-        (ds.root / "log").mkdir(exist_ok=True)
+        with _flock(ds.root / ".lock-create", fcntl.LOCK_EX):  # slices may start together
+            existing = cls.read_attrs(root)
+            if existing is None and any(not p.name.startswith(".lock") for p in root.iterdir()):
+                raise CmaError(foreign)
+            if existing is not None and existing["settings_hash"] != settings.hash():
+                if not force:
+                    diff = "; ".join(settings.differences(RenderSettings.from_dict(existing["settings"]))[:6])
+                    raise CmaError(f"{root}: rendered with other settings ({diff}); pass --force to discard it "
+                                   "and render again, or choose another --out")
+                cls._discard(root)
+                existing = None
+            if existing is None:
+                cls._create(root, settings)
+            (ds.root / "log").mkdir(exist_ok=True)
         return ds
 
     def _lock(self) -> None:
-        """One writing run per dataset: an exclusive flock on DATASET/.lock, released by the
-        kernel when the process ends (even on SIGKILL)."""
-        self._lock_file = open(self.root / ".lock", "a+")
+        """flock(2) locks, released by the kernel when the process ends (even on SIGKILL):
+        a whole-dataset run holds DATASET/.lock exclusively; a slice holds it shared and its
+        own DATASET/.lock-slice-I-of-N exclusively."""
+        if self.part is None:
+            self._take(self.root / ".lock", fcntl.LOCK_EX, "another cma-build render is writing to this dataset")
+        else:
+            i, n = self.part
+            self._take(self.root / ".lock", fcntl.LOCK_SH,
+                       "a cma-build render of the whole dataset (no --num-shards) is writing to it")
+            self._take(self.root / f".lock-slice-{i}-of-{n}", fcntl.LOCK_EX,
+                       f"another cma-build render is writing slice {i} of {n} of this dataset")
+
+    def _take(self, path: Path, mode: int, busy: str) -> None:
+        fh = open(path, "a+")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.seek(0)
-            holder = self._lock_file.read().strip() or "another process"
-            self._lock_file.close()
-            raise CmaError(f"{self.root}: another cma-build render is writing to this dataset ({holder})") from None
-        self._lock_file.seek(0)
-        self._lock_file.truncate()
-        self._lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        self._lock_file.flush()
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            raise CmaError(f"{self.root}: {busy}" + (f" ({holder})" if holder else "")) from None
+        if mode == fcntl.LOCK_EX:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.flush()
+        self._locks.append(fh)
 
     @staticmethod
     def read_attrs(root: Path) -> dict | None:
@@ -171,8 +205,9 @@ class Dataset:
 
     @staticmethod
     def _create(root: Path, settings: RenderSettings) -> None:
-        group = zarr.open_group(root, mode="w", zarr_format=3)
-        group.attrs[FORMAT] = describe(settings)
+        # mode "a", never "w": "w" empties the folder, lock files included, and a lock on a
+        # deleted file excludes nobody. zarr.json is written once, with its attributes.
+        group = zarr.open_group(root, mode="a", zarr_format=3, attributes={FORMAT: describe(settings)})
         group.create_group("shards")
 
     # --- state ----------------------------------------------------------------------------
@@ -221,8 +256,8 @@ class Dataset:
         start = time.perf_counter()
         self._shard_seq += 1
         name = f"{self.run_id}-{self._shard_seq:05d}"
-        staging = self.root / ".staging" / name
-        staging.parent.mkdir(exist_ok=True)
+        staging = self.staging / name
+        staging.parent.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(staging, mode="w", zarr_format=3)
         n = len(results)
         for array, (shape, dtype, per_view, _, _) in ARRAYS.items():
@@ -251,22 +286,43 @@ class Dataset:
         return name, records
 
     def cleanup_staging(self) -> None:
-        """Remove shards left half-written by a crashed run (never visible to readers)."""
-        shutil.rmtree(self.root / ".staging", ignore_errors=True)
+        """Remove shards left half-written by a crashed run of the same slice (never visible to
+        readers). A whole-dataset run, which excludes every slice, clears all staging."""
+        shutil.rmtree(self.root / ".staging" if self.part is None else self.staging, ignore_errors=True)
 
     def write_index(self, state: State | None = None) -> Path:
-        state = state or self.state()
-        path = self.root / "index.csv"
-        fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.root)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for key in sorted(state.records):
-                rec = dict(state.records[key])
-                rec["warnings"] = ";".join(rec.get("warnings") or [])
-                writer.writerow({c: "" if rec.get(c) is None else rec.get(c) for c in INDEX_COLUMNS})
-        os.replace(tmp, path)
-        return path
+        """Rewrite index.csv atomically from ``state`` (default: read fresh from disk, under the
+        index lock, so that the last writer of concurrent slices leaves the complete index)."""
+        if state is None:
+            with _flock(self.root / ".lock-index", fcntl.LOCK_EX):
+                return write_index(self.root, self.state())
+        return write_index(self.root, state)
+
+
+def write_index(root: Path, state: State) -> Path:
+    """index.csv from the state (one row per object), replaced atomically."""
+    path = root / "index.csv"
+    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=root)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for key in sorted(state.records):
+            rec = dict(state.records[key])
+            rec["warnings"] = ";".join(rec.get("warnings") or [])
+            writer.writerow({c: "" if rec.get(c) is None else rec.get(c) for c in INDEX_COLUMNS})
+    os.replace(tmp, path)
+    return path
+
+
+@contextmanager
+def _flock(path: Path, mode: int):
+    """Hold flock(2) ``mode`` on ``path`` for the block (blocking)."""
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, mode)
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _now() -> str:

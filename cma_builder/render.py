@@ -16,6 +16,7 @@ import numpy as np
 
 from .dataset import SPLIT_CODES, Dataset, State, label_names
 from .errors import CmaError
+from .parts import part_of
 from .progress import progress
 from .scan import select_models
 from .settings import RenderOptions, RenderSettings
@@ -38,6 +39,7 @@ class RenderSummary:
     device: str = ""
     interrupted: bool = False
     dry_run: bool = False
+    part: tuple[int, int] | None = None  # (slice index, slice count) of a sliced run
     plan: dict = field(default_factory=dict)  # category -> models to render
 
 
@@ -56,7 +58,8 @@ def select(tree: ShapeNetTree, categories: list[str] | None, splits: list[str] |
 def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings, options: RenderOptions,
            categories: list[str] | None = None, splits: list[str] | None = None, limit: int | None = None,
            retry_failed: bool = False, force: bool = False, dry_run: bool = False,
-           show_progress: bool = True) -> RenderSummary:
+           show_progress: bool = True, part: tuple[int, int] | None = None) -> RenderSummary:
+    """Render the selection (or slice ``part`` = (index, count) of it) into ``out``."""
     start = time.perf_counter()
     if limit is not None and limit < 1:
         raise CmaError(f"--limit must be at least 1, got {limit}")
@@ -64,17 +67,26 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     refs = select(tree, categories, splits, limit)
     if not refs:
         raise CmaError(f"{tree.root}: no models match the selection")
+    if part is not None:
+        refs = [r for r in refs if part_of(r.model_id, part[1]) == part[0]]
     if dry_run:
-        return _plan(tree, refs, Path(out), settings, retry_failed)
-    ds = Dataset.open(out, settings, force=force)
+        return _plan(tree, refs, Path(out), settings, retry_failed, part)
+    ds = Dataset.open(out, settings, force=force, part=part)
     ds.cleanup_staging()
     state = ds.state()
-    summary = RenderSummary(ds.root, len(refs))
+    summary = RenderSummary(ds.root, len(refs), part=part)
     todo = _todo(refs, state, retry_failed, summary)
     summary.to_render = len(todo)
     records = dict(state.records)
+
+    def write_index() -> None:
+        # A slice's in-memory records miss what concurrent slices commit: it rebuilds the
+        # index from disk (under the index lock), once at its end; a whole run keeps it current.
+        if part is None:
+            ds.write_index(State(records, ds.shard_names()))
+
     if not todo:
-        ds.write_index(State(records, ds.shard_names()))
+        ds.write_index(State(records, ds.shard_names()) if part is None else None)
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -99,7 +111,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
         for rec in written:
             records[(rec["synset_id"], rec["model_id"])] = rec
         buffer.clear()
-        ds.write_index(State(records, ds.shard_names()))
+        write_index()
 
     def tasks():
         for ref in todo:
@@ -151,7 +163,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     finally:
         t = time.perf_counter()
         flush()  # keep every object finished before an interrupt
-        ds.write_index(State(records, ds.shard_names()))  # failures after the last shard too
+        ds.write_index(State(records, ds.shard_names()) if part is None else None)  # failures after the last shard too
         summary.timings["write"] += time.perf_counter() - t
         bar.close()
     summary.device = pool.device
@@ -173,9 +185,9 @@ def _todo(refs: list[ModelRef], state: State, retry_failed: bool, summary: Rende
 
 
 def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderSettings,
-          retry_failed: bool) -> RenderSummary:
+          retry_failed: bool, part: tuple[int, int] | None = None) -> RenderSummary:
     """What a run would do, without creating or changing anything."""
-    summary = RenderSummary(out.resolve(), len(refs), dry_run=True)
+    summary = RenderSummary(out.resolve(), len(refs), dry_run=True, part=part)
     attrs = Dataset.read_attrs(out) if out.is_dir() else None
     if attrs is not None and attrs["settings_hash"] != settings.hash():
         old = RenderSettings.from_dict(attrs["settings"])
@@ -194,14 +206,15 @@ def _now() -> str:
 
 
 def summary_lines(s: RenderSummary) -> list[str]:
+    where = f" (slice {s.part[0]} of {s.part[1]})" if s.part else ""
     if s.dry_run:
-        lines = [f"Dry run: {s.selected} models selected; {s.already_done} already done, "
+        lines = [f"Dry run: {s.selected} models selected{where}; {s.already_done} already done, "
                  f"{s.not_retried} failed earlier (not retried), {s.to_render} to render into {s.dataset}"]
         lines += [f"  {name:<14} {n}" for name, n in sorted(s.plan.items())]
         return lines
     c = s.counts
     rate = c["done"] / s.seconds * 60 if s.seconds > 0 else 0.0
-    lines = [("Interrupted: " if s.interrupted else "Finished: ")
+    lines = [("Interrupted" if s.interrupted else "Finished") + f"{where}: "
              + f"{c['done']} rendered, {c['failed']} failed, {c['skipped']} skipped (unusable OBJ), "
              f"{s.already_done} already done, {s.not_retried} earlier failures not retried"
              + (" (--retry-failed retries them)" if s.not_retried else "")]
