@@ -166,6 +166,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--recycle-after", default=100, show_default=True, type=int, help="Objects per worker process.")
 @click.option("--max-rss-mb", default=4096, show_default=True, type=int, help="Replace a worker above this memory.")
 @click.option("--shard-size", default=16, show_default=True, type=int, help="Objects per shard.")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: worker processes on this machine; ray: Ray actors (pip install 'cma-toolkit[ray]').")
+@click.option("--ray-address", help="Ray cluster to join: auto or HOST:PORT [default: start a local Ray instance].")
 @click.option("--num-shards", type=int, help="Render one of N slices of the selection (batch arrays) "
               "[default: SLURM_ARRAY_TASK_COUNT when set].")
 @click.option("--shard-index", type=int, help="Which slice, 0..N-1 [default: SLURM_ARRAY_TASK_ID - "
@@ -175,8 +178,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--dry-run", is_flag=True, help="Print what would be rendered; change nothing.")
 def render(shapenet, out, categories, splits, limit, views, viewpoints, elevations, viewpoint_seed, viewpoint_file,
            resolution, fov, distance, samples, denoise, antialias, background, normals, view_points, fused_points,
-           visibility_tolerance, workers, device, timeout, recycle_after, max_rss_mb, shard_size, num_shards,
-           shard_index, retry_failed, force, dry_run) -> None:
+           visibility_tolerance, workers, device, timeout, recycle_after, max_rss_mb, shard_size, executor, ray_address,
+           num_shards, shard_index, retry_failed, force, dry_run) -> None:
     """Render a ShapeNetCore.v2 tree to a multi-view RGB-D + point-cloud dataset (zarr v3).
 
     Persistent Blender (Cycles) workers render each object from calibrated viewpoints: RGB,
@@ -189,6 +192,8 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
       cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma
       cma-build render --shapenet out/mini-shapenet --out out/ds --resolution 64 --views 4 --samples 8
       cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma --num-shards 50 --shard-index 7
+      cma-build render --shapenet /shared/ShapeNetCore.v2 --out /shared/shapenet-cma --executor ray \\
+          --ray-address auto --workers 64
     """
     import os
 
@@ -211,10 +216,13 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
                               visibility_tolerance=visibility_tolerance)
     cpus = os.cpu_count() or 1
     workers = workers or cpus
+    if ray_address and executor != "ray":
+        raise CmaError("--ray-address needs --executor ray")
     if workers < 1 or shard_size < 1 or recycle_after < 1 or timeout <= 0:
         raise CmaError("--workers, --shard-size and --recycle-after must be at least 1 and --timeout positive")
     options = RenderOptions(workers=workers, device=device, threads_per_worker=max(1, cpus // workers),
-                            timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size)
+                            timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size,
+                            executor=executor, ray_address=ray_address)
     part = resolve_part(num_shards, shard_index)
     summary = run_render(shapenet, out, settings, options, _split_list(categories), _split_list(splits), limit,
                          retry_failed=retry_failed, force=force, dry_run=dry_run, part=part)

@@ -5,6 +5,8 @@ Comma-separated entries ``kind:target``:
   segfaults, sleeps forever, or exits before rendering that model;
 - ``sigkill-mid:<model id>``: the worker SIGKILLs itself after rendering the first view of that
   model (mid-render, with Blender's scene loaded);
+- ``sigkill-once:<model id>``: the same, but only the first time that model is rendered (a
+  marker file in ``$CMA_FAULTS_STATE`` remembers it): a retry then succeeds;
 - ``exit-idle:<model id>``: the worker exits right after sending that model's result (it dies
   while idle; the task sent to it next must be handed to another worker, not failed);
 - ``kill-in-shard-write:<n>``: the driver SIGKILLs itself while writing its n-th shard
@@ -43,8 +45,16 @@ def before_render(model_id: str) -> None:
 
 def between_views() -> None:
     """``sigkill-mid:<model id>``: called by the renderer after each view."""
-    if _current is not None and ("sigkill-mid", _current) in _entries():
+    if _current is None:
+        return
+    entries = _entries()
+    if ("sigkill-mid", _current) in entries:
         os.kill(os.getpid(), signal.SIGKILL)
+    if ("sigkill-once", _current) in entries:
+        marker = os.path.join(os.environ.get("CMA_FAULTS_STATE", "/tmp"), f"cma-fault-{_current}")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def after_result(model_id: str) -> None:

@@ -71,7 +71,17 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
         refs = [r for r in refs if part_of(r.model_id, part[1]) == part[0]]
     if dry_run:
         return _plan(tree, refs, Path(out), settings, retry_failed, part)
-    ds = Dataset.open(out, settings, force=force, part=part)
+    ray_pool = None
+    if options.executor == "ray":  # connect first: a bad --ray-address leaves the output untouched
+        from .ray_executor import RayPool
+
+        ray_pool = RayPool(settings, options, options.ray_address)
+    try:
+        ds = Dataset.open(out, settings, force=force, part=part)
+    except BaseException:
+        if ray_pool is not None:
+            ray_pool.close()
+        raise
     ds.cleanup_staging()
     state = ds.state()
     summary = RenderSummary(ds.root, len(refs), part=part)
@@ -87,6 +97,8 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
 
     if not todo:
         ds.write_index(State(records, ds.shard_names()) if part is None else None)
+        if ray_pool is not None:
+            ray_pool.close()
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -150,7 +162,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
             ds.append_log([rec])
             finish(rec)
 
-    pool = WorkerPool(settings, options)
+    pool = ray_pool or WorkerPool(settings, options)
     try:
         pool.run(tasks(), on_outcome)
         pool.close()

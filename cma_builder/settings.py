@@ -113,3 +113,5 @@ class RenderOptions:
     recycle_after: int = 100  # objects per worker process before it is replaced
     max_rss_mb: int = 4096  # a worker above this resident memory is replaced after its object
     shard_size: int = 16  # objects per shard
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None  # ray: None starts a private local instance; "auto" or HOST:PORT joins one
