@@ -9,7 +9,7 @@ from conftest import REPO, run_cli
 
 
 @pytest.mark.parametrize("args", [("cma-build",), ("cma-build", "scan"), ("cma-build", "synth"), ("cma-build", "render"),
-                                  ("cma-build", "validate"), ("cma-build", "preview"), ("cma-build", "stats"),
+                                  ("cma-build", "validate"), ("cma-build", "preview"), ("cma-build", "stats"), ("cma-build", "merge"),
                                   ("pcssl-train",), ("pcssl-train", "env")])
 def test_every_command_has_help_with_an_example(args):
     proc = run_cli(*args, "--help")
