@@ -219,7 +219,7 @@ class RayPool:
         s.count += 1
         on_outcome(Outcome(task, msg["status"], arrays=msg.get("arrays"), error=msg.get("error", ""),
                            warnings=msg.get("warnings", []), timings=msg.get("timings", {}),
-                           worker=f"{s.name} ({s.where})"))
+                           worker=f"{s.name} ({s.where})", rss_mb=msg.get("rss_mb", 0.0)))
         if s.count >= self.options.recycle_after or msg.get("rss_mb", 0.0) > self.options.max_rss_mb:
             self._replace(s)
 

@@ -148,6 +148,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
             summary.timings[stage] += o.timings.get(stage, 0.0)
         record["seconds_total"] = round(sum(o.timings.values()), 4)
         record["worker"] = o.worker
+        record["worker_rss_mb"] = round(o.rss_mb, 1) if o.rss_mb else ""
         if o.status == "done":
             arrays = dict(o.arrays, model_id=np.array(record["model_id"]), synset_id=np.array(record["synset_id"]),
                           label=np.int16(record["label"]), split=np.uint8(SPLIT_CODES[record["split"]]))

@@ -36,6 +36,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     worker: str = ""
+    rss_mb: float = 0.0  # the worker's resident memory after this object
 
 
 def _scratch_root() -> Path:
@@ -219,7 +220,7 @@ class WorkerPool:
         w.rss_mb = msg.get("rss_mb", 0.0)
         on_outcome(Outcome(task, msg["status"], arrays=msg.get("arrays"), error=msg.get("error", ""),
                            warnings=msg.get("warnings", []), timings=msg.get("timings", {}),
-                           worker=f"{w.name} (pid {w.proc.pid})"))
+                           worker=f"{w.name} (pid {w.proc.pid})", rss_mb=w.rss_mb))
         if w.count >= self.options.recycle_after or w.rss_mb > self.options.max_rss_mb:
             self.workers.remove(w)
             w.stop()

@@ -1,0 +1,70 @@
+"""Does a persistent Blender worker slow down as it renders more objects? One process renders
+the same objects three times in a row (with every other object in between); prints each
+object's render time per pass and the ratio of the last pass to the first (1.00 = no slowdown).
+Single process, single thread: free of the noise of concurrent workers.
+
+    python benchmarks/persistent_stability.py                    # 8 mini-ShapeNet objects, 224 px, 4 views
+    python benchmarks/persistent_stability.py --shapenet ~/data/ShapeNetCore.v2 --objects 16 --passes 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cma_builder.cameras import ViewpointSpec, camera_rig
+from cma_builder.scan import select_models
+from cma_builder.settings import RenderSettings
+from cma_builder.shapenet import ShapeNetTree
+from cma_builder.synth import synthesize
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapenet", type=Path)
+    ap.add_argument("--objects", type=int, default=8)
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--samples", type=int, default=32)
+    args = ap.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="cma-stability-"))
+    root = args.shapenet
+    if root is None:
+        root = scratch / "mini-shapenet"
+        synthesize(root, per_category=-(-args.objects // 8), seed=0, show_progress=False)
+    tree = ShapeNetTree.open(root)
+    refs = select_models(tree, tree.synset_ids, args.objects)
+    settings = RenderSettings(resolution=args.resolution, samples=args.samples, viewpoints=ViewpointSpec(views=args.views))
+    from blender_scripts.scene import Scene
+
+    scene = Scene(settings, "cpu", 1, scratch)
+    times = np.zeros((args.passes, len(refs)))
+    for p in range(args.passes):
+        for i, ref in enumerate(refs):
+            scene.load(str(ref.obj_path))
+            v = scene.vertices()
+            lo, hi = v.min(0), v.max(0)
+            center = (lo + hi) / 2
+            radius = float(np.linalg.norm(v - center, axis=1).max())
+            _, w2c = camera_rig(settings.viewpoints, ref.model_id, center, radius, settings.fov, settings.resolution)
+            start = time.perf_counter()
+            scene.render_views(w2c, center, radius)
+            times[p, i] = time.perf_counter() - start
+            scene.clear()
+    print(f"{len(refs)} objects x {args.passes} passes in one worker, {args.resolution} px, {args.views} views, "
+          f"{args.samples} samples, 1 thread")
+    print("| object | " + " | ".join(f"pass {p + 1} s" for p in range(args.passes)) + " | last / first |")
+    print("|---|" + "---|" * args.passes + "---|")
+    for i, ref in enumerate(refs):
+        print(f"| {tree.taxonomy.category_name(ref.synset_id)} | " + " | ".join(f"{t:.2f}" for t in times[:, i])
+              + f" | {times[-1, i] / times[0, i]:.3f} |")
+    print("| all | " + " | ".join(f"{t:.2f}" for t in times.sum(axis=1)) + f" | {times[-1].sum() / times[0].sum():.3f} |")
+
+
+if __name__ == "__main__":
+    main()
