@@ -8,6 +8,7 @@ back-projection + FPS, shard writing, and the rest: process start-up, IPC, idle)
 
     python benchmarks/render_throughput.py                              # 8 mini-ShapeNet objects, 224 px, 12 views
     python benchmarks/render_throughput.py --resolution 64 --views 4 --samples 8 --objects 16
+    python benchmarks/render_throughput.py --objects 8 --rounds 3         # alternating, against machine drift
     python benchmarks/render_throughput.py --shapenet ~/data/ShapeNetCore.v2 --objects 32 --workers 8
 """
 
@@ -19,9 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
-from cma_builder.settings import RenderOptions, RenderSettings
+from cma_builder.settings import RenderOptions, RenderSettings, default_workers, threads_per_worker
 from cma_builder.synth import synthesize
 
 STAGES = ("render", "setup", "backproject", "write")
@@ -31,22 +34,31 @@ def run(tree: Path, out: Path, settings: RenderSettings, options: RenderOptions,
     start = time.perf_counter()
     summary = render(tree, out, settings, options, limit=objects, show_progress=False)
     wall = time.perf_counter() - start
-    slots = wall * options.workers
-    split = {s: summary.timings.get(s, 0.0) / slots for s in STAGES}
+    return {"wall": wall, "slots": wall * options.workers, "done": summary.counts["done"],
+            "failed": summary.counts["failed"] + summary.counts["skipped"],
+            "stages": {s: summary.timings.get(s, 0.0) for s in STAGES}}
+
+
+def combine(runs: list[dict]) -> dict:
+    wall = sum(r["wall"] for r in runs)
+    slots = sum(r["slots"] for r in runs)
+    done = sum(r["done"] for r in runs)
+    split = {s: sum(r["stages"][s] for r in runs) / slots for s in STAGES}
     split["other"] = max(0.0, 1.0 - sum(split.values()))
-    return {"wall": wall, "done": summary.counts["done"], "failed": summary.counts["failed"] + summary.counts["skipped"],
-            "per_min": summary.counts["done"] / wall * 60.0, "split": split}
+    return {"wall": wall, "done": done, "failed": sum(r["failed"] for r in runs), "per_min": done / wall * 60.0,
+            "split": split}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapenet", type=Path, help="ShapeNetCore.v2 root (default: a synthesized mini-ShapeNet)")
     ap.add_argument("--objects", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--workers", type=int, default=default_workers(os.cpu_count() or 1))
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--views", type=int, default=12)
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the two methods this many times each")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="render-bench-"))
@@ -55,14 +67,17 @@ def main() -> None:
         tree = work / "mini-shapenet"
         synthesize(tree, per_category=max(1, -(-args.objects // 8)), seed=0, show_progress=False)
     settings = RenderSettings(resolution=args.resolution, viewpoints=ViewpointSpec("ring", args.views), samples=args.samples)
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    threads = threads_per_worker(os.cpu_count() or 1, args.workers)
     common = dict(workers=args.workers, device=args.device, threads_per_worker=threads, shard_size=16)
-    results = {
-        "persistent workers": run(tree, work / "persistent", settings, RenderOptions(**common), args.objects),
-        "one process per object": run(tree, work / "naive", settings, RenderOptions(recycle_after=1, **common),
-                                      args.objects),
-    }
-    print(f"{args.objects} objects from {tree}; {args.resolution}x{args.resolution} px, {args.views} views, "
+    methods = {"persistent workers": RenderOptions(**common),
+               "one process per object": RenderOptions(recycle_after=1, **common)}
+    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    for r in range(args.rounds):  # alternate the order so that slow spells of the machine hit both
+        order = list(methods) if r % 2 == 0 else list(reversed(methods))
+        for name in order:
+            runs[name].append(run(tree, work / f"{name.split()[0]}-{r}", settings, methods[name], args.objects))
+    results = {name: combine(rs) for name, rs in runs.items()}
+    print(f"{args.objects} objects x {args.rounds} rounds from {tree}; {args.resolution}x{args.resolution} px, {args.views} views, "
           f"{args.samples} samples, {args.workers} workers x {threads} threads, device {args.device}")
     header = f"{'method':<24} {'wall s':>8} {'obj/min':>8}" + "".join(f" {s:>11}" for s in (*STAGES, "other"))
     print(header)
@@ -72,6 +87,10 @@ def main() -> None:
         print(f"{name:<24} {r['wall']:>8.1f} {r['per_min']:>8.2f}{cells}{note}")
     ratio = results["persistent workers"]["per_min"] / results["one process per object"]["per_min"]
     print(f"ratio (persistent / one process per object): {ratio:.2f}x objects/min")
+    if args.rounds > 1:
+        per_round = [a["done"] / a["wall"] / (b["done"] / b["wall"]) for a, b in
+                     zip(runs["persistent workers"], runs["one process per object"])]
+        print("per round: " + ", ".join(f"{x:.2f}x" for x in per_round) + f"; median {np.median(per_round):.2f}x")
     print("split = share of worker-slot time (wall x workers); 'other' = process start-up, IPC, driver, idle")
 
 

@@ -159,7 +159,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--fused-points", default=8192, show_default=True, type=int, help="Points in the fused cloud (FPS).")
 @click.option("--visibility-tolerance", default=0.01, show_default=True, type=float,
               help="Depth-test slack for fused_visible, as a fraction of the bounding-box diagonal.")
-@click.option("--workers", type=int, help="Persistent Blender worker processes [default: CPU count].")
+@click.option("--workers", type=int, help="Persistent Blender worker processes, each rendering with at least 2 "
+              "threads [default: CPU count / 2; with --ray-address: one actor per 2 CPUs of the cluster].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),
               help="Cycles on CPU, or on a CUDA/OptiX GPU.")
 @click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds per object before its worker is killed.")
@@ -200,7 +201,7 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     from .cameras import ViewpointSpec, load_pose_file
     from .parts import resolve_part
     from .render import render as run_render, summary_lines
-    from .settings import RenderOptions, RenderSettings, parse_color
+    from .settings import RenderOptions, RenderSettings, default_workers, parse_color, threads_per_worker
 
     try:
         elev = tuple(float(e) for e in str(elevations).split(",") if e.strip())
@@ -215,12 +216,14 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
                               normals=normals, view_points=view_points, fused_points=fused_points,
                               visibility_tolerance=visibility_tolerance)
     cpus = os.cpu_count() or 1
-    workers = workers or cpus
     if ray_address and executor != "ray":
         raise CmaError("--ray-address needs --executor ray")
-    if workers < 1 or shard_size < 1 or recycle_after < 1 or timeout <= 0:
+    if workers is not None and workers < 1 or shard_size < 1 or recycle_after < 1 or timeout <= 0:
         raise CmaError("--workers, --shard-size and --recycle-after must be at least 1 and --timeout positive")
-    options = RenderOptions(workers=workers, device=device, threads_per_worker=max(1, cpus // workers),
+    cluster = executor == "ray" and ray_address and workers is None  # one 2-thread actor per 2 cluster CPUs
+    workers = 0 if cluster else workers or default_workers(cpus)
+    options = RenderOptions(workers=workers, device=device,
+                            threads_per_worker=min(2, cpus) if cluster else threads_per_worker(cpus, workers),
                             timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size,
                             executor=executor, ray_address=ray_address)
     part = resolve_part(num_shards, shard_index)

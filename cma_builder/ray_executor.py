@@ -128,6 +128,8 @@ class RayPool:
                 raise CmaError(f"cannot start or reach Ray (--ray-address {address or 'local'}): "
                                f"{str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
             self._owns = True
+        self.workers = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1))
+                                              // options.threads_per_worker)
         self.actor_cls = ray.remote(num_cpus=options.threads_per_worker, max_restarts=0)(RenderActor)
         self.slots: list[_Slot] = []
         self._started = 0
@@ -167,7 +169,7 @@ class RayPool:
         pending = iter(tasks)
         retry: list[dict] = []
         exhausted = False
-        while len(self.slots) < self.options.workers:
+        while len(self.slots) < self.workers:
             self._start()
         self._await_ready(self.slots)
         while True:

@@ -106,7 +106,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 class RenderOptions:
     """How a run executes; never changes the data (so not hashed)."""
 
-    workers: int = 1
+    workers: int = 1  # 0 with the ray executor: one actor per cluster CPU / threads_per_worker
     device: str = "cpu"  # cpu | gpu (Cycles CUDA/OptiX)
     threads_per_worker: int = 1
     timeout: float = 600.0  # seconds per object
@@ -115,3 +115,15 @@ class RenderOptions:
     shard_size: int = 16  # objects per shard
     executor: str = "local"  # local | ray
     ray_address: str | None = None  # ray: None starts a private local instance; "auto" or HOST:PORT joins one
+
+
+def default_workers(cpus: int) -> int:
+    """Workers for a machine with ``cpus`` cores: one per 2 cores. Cycles (Blender 5) keeps two
+    threads busy even with render.threads = 1, one of them waiting for work, so single-threaded
+    workers waste half the machine (measured in docs/PERFORMANCE.md)."""
+    return max(1, cpus // 2)
+
+
+def threads_per_worker(cpus: int, workers: int) -> int:
+    """Cycles render threads per worker: the cores per worker, and at least 2 (see default_workers)."""
+    return max(min(2, cpus), cpus // workers)

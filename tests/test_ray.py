@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BIN, index_rows, load, render, run_cli
+from conftest import BIN, SMALL, index_rows, load, render, run_cli
 
 pytest.importorskip("ray")
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -55,15 +55,20 @@ def test_ray_retries_objects_whose_actor_died_and_records_the_rest(tree_copy, tm
 def test_ray_joins_a_running_cluster(synth_tree, tmp_path):
     ray_bin = BIN / "ray"
     env = dict(os.environ, **RAY_ENV)
-    start = subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "2", "--include-dashboard=false",
+    start = subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "4", "--include-dashboard=false",
                             "--disable-usage-stats"],
                            capture_output=True, text=True, env=env, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
         out = tmp_path / "ds"
-        proc = render(synth_tree, out, "--limit", "3", "--executor", "ray", "--ray-address", "auto", env=RAY_ENV)
+        assert SMALL[-2] == "--workers"
+        small = SMALL[:-2]  # no --workers: one 2-thread actor per 2 cluster CPUs
+        proc = subprocess.run([str(BIN / "cma-build"), "render", "--shapenet", str(synth_tree), "--out", str(out),
+                               *small, "--limit", "6", "--executor", "ray", "--ray-address", "auto"],
+                              capture_output=True, text=True, timeout=600, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "3 rendered, 0 failed" in proc.stdout
+        assert "6 rendered, 0 failed" in proc.stdout
+        assert len({r["worker"].split(" ")[0] for r in index_rows(out)}) == 2  # 4 cluster CPUs, 2 actors
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
     proc = render(synth_tree, tmp_path / "ds2", "--limit", "1", "--executor", "ray", "--ray-address", "127.0.0.1:1",
