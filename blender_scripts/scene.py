@@ -77,7 +77,7 @@ class Scene:
         else:
             sc.cycles.device = "CPU"
         sc.render.threads_mode = "FIXED"
-        sc.render.threads = max(1, threads)
+        sc.render.threads = self.threads = max(1, threads)
         sc.render.use_persistent_data = True  # keep the BVH between the views of an object
         sc.render.resolution_x = sc.render.resolution_y = settings.resolution
         sc.render.resolution_percentage = 100

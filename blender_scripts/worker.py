@@ -55,7 +55,7 @@ def render_object(scene, settings: RenderSettings, task: dict) -> dict:
         if not images["mask"].any():
             raise RuntimeError("the object covers no pixel in any view")
         maps = point_maps(images["depth"], images["mask"], K, w2c, settings.view_points, settings.fused_points,
-                          settings.visibility_tolerance * diagonal)
+                          settings.visibility_tolerance * diagonal, threads=scene.threads)
         timings["backproject"] = time.perf_counter() - t2
         arrays = {**images, **maps, "K": K, "world_to_cam": w2c,
                   "blender_matrix_world": np.stack([blender_matrix_world(m) for m in w2c]),

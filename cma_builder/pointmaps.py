@@ -14,8 +14,9 @@ from .geometry import backproject, farthest_point_sampling, visibility
 
 
 def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray, view_points: int,
-               fused_points: int, tolerance: float) -> dict[str, np.ndarray]:
-    """``depth``/``mask`` (V, H, W); ``tolerance`` in OBJ units. Returns the per-object arrays."""
+               fused_points: int, tolerance: float, threads: int = 1) -> dict[str, np.ndarray]:
+    """``depth``/``mask`` (V, H, W); ``tolerance`` in OBJ units. Returns the per-object arrays.
+    ``threads``: the per-view FPS runs on that many threads (identical result)."""
     V = depth.shape[0]
     clouds = [backproject(depth[k], mask[k], K[k], world_to_cam[k]) for k in range(V)]
     counts = np.array([len(p) for p, _ in clouds])
@@ -23,7 +24,7 @@ def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam:
     padded = np.zeros((V, n_max, 3))
     for k, (p, _) in enumerate(clouds):
         padded[k, : len(p)] = p
-    idx = farthest_point_sampling(padded, counts, view_points)
+    idx = farthest_point_sampling(padded, counts, view_points, threads)
 
     out = {
         "view_points": np.zeros((V, view_points, 3), np.float32),

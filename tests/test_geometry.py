@@ -82,6 +82,8 @@ def test_fps_matches_reference_batched_with_padding():
     assert sorted(idx[2, :5].tolist()) == [0, 1, 2, 3, 4]  # fewer points than asked: all, then repeated
     assert idx[2, 5:].tolist() == np.resize(idx[2, :5], 11).tolist()
     assert (idx[3] == 0).all()
+    for threads in (2, 3, 8):  # split across threads: the same indices
+        assert (farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16, threads=threads) == idx).all()
 
 
 def test_visibility_matches_naive_depth_test():
