@@ -10,17 +10,16 @@ Single process, single thread: free of the noise of concurrent workers.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cma_builder.cameras import ViewpointSpec, camera_rig
+from _common import frame, source_tree, work_dir
+from cma_builder.cameras import ViewpointSpec
 from cma_builder.scan import select_models
 from cma_builder.settings import RenderSettings
 from cma_builder.shapenet import ShapeNetTree
-from cma_builder.synth import synthesize
 
 
 def main() -> None:
@@ -32,12 +31,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--samples", type=int, default=32)
     args = ap.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="cma-stability-"))
-    root = args.shapenet
-    if root is None:
-        root = scratch / "mini-shapenet"
-        synthesize(root, per_category=-(-args.objects // 8), seed=0, show_progress=False)
-    tree = ShapeNetTree.open(root)
+    scratch = work_dir("cma-stability-")
+    tree = ShapeNetTree.open(source_tree(args.shapenet, scratch, -(-args.objects // 8)))
     refs = select_models(tree, tree.synset_ids, args.objects)
     settings = RenderSettings(resolution=args.resolution, samples=args.samples, viewpoints=ViewpointSpec(views=args.views))
     from blender_scripts.scene import Scene
@@ -47,11 +42,7 @@ def main() -> None:
     for p in range(args.passes):
         for i, ref in enumerate(refs):
             scene.load(str(ref.obj_path))
-            v = scene.vertices()
-            lo, hi = v.min(0), v.max(0)
-            center = (lo + hi) / 2
-            radius = float(np.linalg.norm(v - center, axis=1).max())
-            _, w2c = camera_rig(settings.viewpoints, ref.model_id, center, radius, settings.fov, settings.resolution)
+            w2c, center, radius = frame(scene, settings, ref.model_id)
             start = time.perf_counter()
             scene.render_views(w2c, center, radius)
             times[p, i] = time.perf_counter() - start

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import source_tree, work_dir
 from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
 from cma_builder.settings import RenderOptions, RenderSettings, default_workers, threads_per_worker
-from cma_builder.synth import synthesize
 
 STAGES = ("render", "setup", "backproject", "write")
 
@@ -61,11 +60,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="alternate the two methods this many times each")
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="render-bench-"))
-    tree = args.shapenet
-    if tree is None:
-        tree = work / "mini-shapenet"
-        synthesize(tree, per_category=max(1, -(-args.objects // 8)), seed=0, show_progress=False)
+    work = work_dir("render-bench-")
+    tree = source_tree(args.shapenet, work, -(-args.objects // 8))
     settings = RenderSettings(resolution=args.resolution, viewpoints=ViewpointSpec("ring", args.views), samples=args.samples)
     threads = threads_per_worker(os.cpu_count() or 1, args.workers)
     common = dict(workers=args.workers, device=args.device, threads_per_worker=threads, shard_size=16)

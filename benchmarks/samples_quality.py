@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cma_builder.cameras import ViewpointSpec, camera_rig
+from _common import frame, source_tree, work_dir
+from cma_builder.cameras import ViewpointSpec
 from cma_builder.scan import select_models
 from cma_builder.settings import RenderSettings
 from cma_builder.shapenet import ShapeNetTree
-from cma_builder.synth import synthesize
 
 SAMPLES = (1, 4, 8, 16, 32, 64, 128)
 REFERENCE = 512
@@ -34,11 +33,7 @@ def render(obj: Path, settings: RenderSettings, scratch: Path) -> tuple[np.ndarr
 
     scene = Scene(settings, "cpu", 1, scratch)
     scene.load(str(obj))
-    v = scene.vertices()
-    lo, hi = v.min(0), v.max(0)
-    center = (lo + hi) / 2
-    radius = float(np.linalg.norm(v - center, axis=1).max())
-    _, w2c = camera_rig(settings.viewpoints, obj.parent.parent.name, center, radius, settings.fov, settings.resolution)
+    w2c, center, radius = frame(scene, settings, obj.parent.parent.name)
     start = time.perf_counter()
     out = scene.render_views(w2c, center, radius)
     seconds = (time.perf_counter() - start) / len(w2c)
@@ -53,12 +48,8 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--resolution", type=int, default=224)
     args = ap.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="cma-samples-"))
-    root = args.shapenet
-    if root is None:
-        root = scratch / "mini-shapenet"
-        synthesize(root, per_category=1, seed=0, show_progress=False)
-    tree = ShapeNetTree.open(root)
+    scratch = work_dir("cma-samples-")
+    tree = ShapeNetTree.open(source_tree(args.shapenet, scratch, 1))
     refs = select_models(tree, tree.synset_ids, args.models)
     base = RenderSettings(resolution=args.resolution, viewpoints=ViewpointSpec(views=args.views))
     rows: dict[int, list[tuple[float, float]]] = {s: [] for s in SAMPLES}

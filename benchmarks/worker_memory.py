@@ -9,35 +9,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from _common import source_tree, work_dir
 from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
-from cma_builder.settings import RenderOptions, RenderSettings
-from cma_builder.synth import synthesize
+from cma_builder.settings import RenderOptions, RenderSettings, default_workers, threads_per_worker
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapenet", type=Path, help="ShapeNetCore.v2 root (default: a synthesized mini-ShapeNet)")
     ap.add_argument("--objects", type=int, default=200)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=default_workers(os.cpu_count() or 1))
     ap.add_argument("--resolution", type=int, default=96)
     ap.add_argument("--views", type=int, default=6)
     ap.add_argument("--samples", type=int, default=8)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="cma-memory-"))
-    root = args.shapenet
-    if root is None:
-        root = work / "mini-shapenet"
-        synthesize(root, per_category=-(-args.objects // 8), seed=1, show_progress=False)
+    work = work_dir("cma-memory-")
+    root = source_tree(args.shapenet, work, -(-args.objects // 8), seed=1)
     settings = RenderSettings(resolution=args.resolution, viewpoints=ViewpointSpec(views=args.views),
                               samples=args.samples, view_points=1024, fused_points=4096)
-    options = RenderOptions(workers=args.workers, threads_per_worker=1, recycle_after=10**9, max_rss_mb=10**9)
+    options = RenderOptions(workers=args.workers, threads_per_worker=threads_per_worker(os.cpu_count() or 1, args.workers),
+                            recycle_after=10**9, max_rss_mb=10**9)
     summary = render(root, work / "ds", settings, options, limit=args.objects, show_progress=True)
     per_worker: dict[str, list[float]] = defaultdict(list)
     for log in sorted((work / "ds" / "log").glob("*.jsonl")):

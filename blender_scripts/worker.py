@@ -19,6 +19,7 @@ import numpy as np
 
 from cma_builder import faults
 from cma_builder.cameras import blender_matrix_world, camera_rig
+from cma_builder.geometry import bounding_sphere
 from cma_builder.pointmaps import point_maps
 from cma_builder.settings import RenderSettings
 
@@ -34,15 +35,10 @@ def render_object(scene, settings: RenderSettings, task: dict) -> dict:
     timings = {}
     try:
         warnings = scene.load(task["obj_path"])
-        verts = scene.vertices()
-        finite = np.isfinite(verts).all(axis=1)
-        if not finite.any():
-            raise RuntimeError("the mesh has no finite vertices")
-        verts = verts[finite]
-        lo, hi = verts.min(axis=0), verts.max(axis=0)
-        center = (lo + hi) / 2.0
-        radius = float(np.linalg.norm(verts - center, axis=1).max())
-        diagonal = float(np.linalg.norm(hi - lo))
+        try:
+            center, radius, diagonal = bounding_sphere(scene.vertices())
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
         if radius <= 0:
             raise RuntimeError("the mesh is a single point")
         K, w2c = camera_rig(settings.viewpoints, task["model_id"], center, radius, settings.fov,

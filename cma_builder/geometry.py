@@ -8,6 +8,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(center of the finite vertices' bounding box, radius around it holding every finite vertex,
+    bounding-box diagonal). Raises ValueError when no vertex is finite."""
+    v = vertices[np.isfinite(vertices).all(axis=1)]
+    if not len(v):
+        raise ValueError("the mesh has no finite vertices")
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    center = (lo + hi) / 2.0
+    return center, float(np.linalg.norm(v - center, axis=1).max()), float(np.linalg.norm(hi - lo))
+
+
 def backproject(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray):
     """Foreground pixels of one view -> (world points (N, 3) float64, pixels (N, 2) int as (v, u)),
     in row-major pixel order. ``depth`` is planar z at the pixel centers."""

@@ -8,7 +8,7 @@ import pytest
 from cma_builder.cameras import (ViewpointSpec, blender_matrix_world, camera_center, camera_rig, direction,
                                  intrinsics, load_pose_file, look_at, project, view_angles)
 from cma_builder.errors import CmaError
-from cma_builder.geometry import backproject, farthest_point_sampling, visibility
+from cma_builder.geometry import backproject, bounding_sphere, farthest_point_sampling, visibility
 
 
 def test_intrinsics_use_integer_pixel_centers():
@@ -84,6 +84,14 @@ def test_fps_matches_reference_batched_with_padding():
     assert (idx[3] == 0).all()
     for threads in (2, 3, 8):  # split across threads: the same indices
         assert (farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16, threads=threads) == idx).all()
+
+
+def test_bounding_sphere_ignores_non_finite_vertices():
+    v = np.array([[0.0, 0, 0], [2, 0, 0], [0, 4, 0], [np.nan, 9, 9], [np.inf, 0, 0]])
+    center, radius, diagonal = bounding_sphere(v)
+    assert np.allclose(center, [1, 2, 0]) and np.isclose(radius, np.sqrt(5)) and np.isclose(diagonal, np.sqrt(20))
+    with pytest.raises(ValueError, match="no finite vertices"):
+        bounding_sphere(np.full((3, 3), np.nan))
 
 
 def test_visibility_matches_naive_depth_test():

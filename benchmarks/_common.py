@@ -1,0 +1,31 @@
+"""Shared by the benchmarks: the models to run on, and framing one loaded model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from cma_builder.cameras import camera_rig
+from cma_builder.geometry import bounding_sphere
+from cma_builder.settings import RenderSettings
+from cma_builder.synth import synthesize
+
+
+def work_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def source_tree(shapenet: Path | None, work: Path, per_category: int, seed: int = 0) -> Path:
+    """``shapenet`` when given, else a mini-ShapeNet synthesized under ``work``."""
+    if shapenet is not None:
+        return shapenet
+    root = work / "mini-shapenet"
+    synthesize(root, per_category=max(1, per_category), seed=seed, show_progress=False)
+    return root
+
+
+def frame(scene, settings: RenderSettings, model_id: str):
+    """(world_to_cam (V, 4, 4), center, radius) of the views of the model loaded in ``scene``."""
+    center, radius, _ = bounding_sphere(scene.vertices())
+    _, w2c = camera_rig(settings.viewpoints, model_id, center, radius, settings.fov, settings.resolution)
+    return w2c, center, radius
