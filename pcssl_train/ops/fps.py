@@ -1,0 +1,56 @@
+"""Farthest point sampling (deterministic, batched)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .knn import _compute_dtype, _pytorch3d_for
+
+
+def farthest_point_sample(xyz: Tensor, n: int) -> Tensor:
+    """Indices of ``n`` points of each cloud chosen by iterative farthest point sampling.
+
+    The first sample is index 0 of each cloud (as pointnet2_ops' ``furthest_point_sample`` and
+    pytorch3d's ``sample_farthest_points(random_start_point=False)``); each next one is the point with
+    the largest squared distance to the set selected so far, ties going to the lowest index.
+    Deterministic. Indices are distinct while the cloud has points not yet covered; once every point
+    coincides with a selected one (fewer than ``n`` distinct points), index 0 is repeated.
+
+    Args:
+        xyz: (B, N, C) points (C is 3 for xyz; any C works). Any float dtype; distances are computed
+            in float32 or wider.
+        n: samples per cloud, ``0 <= n <= N``.
+
+    Returns:
+        (B, n) int64 indices into ``xyz``; not differentiable (gather the points with
+        ``gather_points`` to get gradients w.r.t. the coordinates).
+
+    Costs O(n * N) per cloud in ``n`` vectorized steps. With pytorch3d installed, CUDA float32/16
+    inputs go to ``pytorch3d.ops.sample_farthest_points`` (same result up to ties);
+    ``PCSSL_NO_PYTORCH3D=1`` disables that.
+    """
+    if xyz.dim() != 3:
+        raise ValueError(f"farthest_point_sample expects a (B, N, C) tensor, got shape {tuple(xyz.shape)}")
+    B, N, _ = xyz.shape
+    if not 0 <= n <= N:
+        raise ValueError(f"farthest_point_sample: cannot sample n={n} points from clouds of N={N} points "
+                         f"(need 0 <= n <= N)")
+    p3d = _pytorch3d_for(xyz, (torch.float32, torch.float16, torch.bfloat16))
+    if p3d is not None and n > 0:
+        return p3d.sample_farthest_points(xyz.detach(), K=n, random_start_point=False)[1]
+
+    with torch.no_grad():
+        pts = xyz.detach().to(_compute_dtype(xyz.dtype))
+        idx = torch.zeros((B, n), dtype=torch.long, device=xyz.device)
+        if n == 0:
+            return idx
+        batch = torch.arange(B, device=xyz.device)
+        min_dist2 = torch.full((B, N), float("inf"), dtype=pts.dtype, device=xyz.device)
+        last = torch.zeros(B, dtype=torch.long, device=xyz.device)
+        for i in range(1, n):
+            d = (pts - pts[batch, last][:, None, :]).square_().sum(-1)
+            torch.minimum(min_dist2, d, out=min_dist2)
+            last = min_dist2.argmax(dim=-1)  # first maximal index on ties
+            idx[:, i] = last
+        return idx
