@@ -1,0 +1,8 @@
+"""Backbones and building blocks; importing this registers every model."""
+
+from . import dgcnn, pointnet, point_transformer  # noqa: F401  (registration)
+from .registry import create_model, list_models, register_model
+
+register_model("pointnet_encoder")(pointnet.PointNetEncoder)
+
+__all__ = ["create_model", "list_models", "register_model"]

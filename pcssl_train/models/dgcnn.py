@@ -1,0 +1,79 @@
+"""DGCNN (Wang et al., "Dynamic Graph CNN for Learning on Point Clouds", TOG 2019) classification
+network: four EdgeConv layers (64, 64, 128, 256) on kNN graphs rebuilt from each layer's features,
+concatenated -> Conv1d to ``emb_dims`` -> global max + avg pooling -> FC 512-256-classes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..ops import gather_points, knn
+from .registry import register_model
+
+
+def edge_features(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, C, N) point features -> (B, 2C, N, k) edge features ``[x_j - x_i, x_i]`` over the k nearest
+    neighbours j of each point i in feature space (the point itself included, as in the original)."""
+    pts = x.transpose(1, 2)  # (B, N, C)
+    with torch.no_grad():  # the graph is rebuilt every forward and is not differentiated
+        _, idx = knn(pts, pts, k)  # (B, N, k)
+    neighbors = gather_points(pts, idx)  # (B, N, k, C)
+    center = pts[:, :, None, :].expand_as(neighbors)
+    return torch.cat([neighbors - center, center], dim=3).permute(0, 3, 1, 2).contiguous()
+
+
+class EdgeConv(nn.Module):
+    """EdgeConv: edge features -> Conv2d(k=1) + BN + LeakyReLU(0.2) -> max over the k neighbours."""
+
+    def __init__(self, c_in: int, c_out: int, k: int):
+        super().__init__()
+        self.k = k
+        self.mlp = nn.Sequential(nn.Conv2d(2 * c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+                                 nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(edge_features(x, self.k)).amax(dim=-1)
+
+
+class DGCNNEncoder(nn.Module):
+    """``forward(xyz (B, N, 3))`` -> (B, 2 * emb_dims): [global max pool, global avg pool] of the
+    per-point embedding. Needs ``N >= k``."""
+
+    def __init__(self, k: int = 20, emb_dims: int = 1024):
+        super().__init__()
+        self.k = k
+        self.emb_dims = emb_dims
+        self.edge_convs = nn.ModuleList([EdgeConv(3, 64, k), EdgeConv(64, 64, k), EdgeConv(64, 128, k),
+                                         EdgeConv(128, 256, k)])
+        self.embed = nn.Sequential(nn.Conv1d(512, emb_dims, 1, bias=False), nn.BatchNorm1d(emb_dims),
+                                   nn.LeakyReLU(0.2))
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        x = xyz.transpose(1, 2)  # (B, 3, N)
+        features = []
+        for conv in self.edge_convs:
+            x = conv(x)
+            features.append(x)
+        x = self.embed(torch.cat(features, dim=1))  # (B, emb_dims, N)
+        return torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
+
+
+@register_model("dgcnn")
+class DGCNNClassifier(nn.Module):
+    """DGCNN classifier: encoder, then Linear(2*emb_dims, 512, no bias)-BN-LeakyReLU-dropout,
+    Linear(512, 256)-BN-LeakyReLU-dropout, Linear(256, num_classes). ``forward(xyz (B, N, 3))`` -> logits."""
+
+    def __init__(self, num_classes: int = 40, k: int = 20, emb_dims: int = 1024, dropout: float = 0.5):
+        super().__init__()
+        self.encoder = DGCNNEncoder(k, emb_dims)
+        self.head = nn.Sequential(
+            nn.Linear(2 * emb_dims, 512, bias=False), nn.BatchNorm1d(512), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Linear(512, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+            nn.Linear(256, num_classes))
+
+    def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(B, 2 * emb_dims) global feature."""
+        return self.encoder(xyz)
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(xyz))
