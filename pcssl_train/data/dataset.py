@@ -1,0 +1,382 @@
+"""A torch Dataset over a cma-build dataset, reading its zarr shards in place.
+
+    ds = CmaDataset("shapenet-cma", kind="view", split="train", augment=Augment(flip=0.5))
+    sample = ds[0]   # dict of tensors; see docs/TRAINING_DATA.md
+
+Reading goes straight to the shard files (:class:`ShardArray`: the sharding layout cma-build writes,
+one pread + blosc decode per chunk), falling back to zarr for any other layout. Everything cached is
+per process and rebuilt lazily, so the dataset is safe in DataLoader workers (fork or spawn).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from numcodecs import blosc
+
+from cma_builder.errors import CmaError
+from cma_builder.reader import DatasetReader, ObjectRef
+from cma_builder.taxonomy import Taxonomy
+
+from ..errors import TrainError
+from . import transforms as T
+from .transforms import Augment
+
+KINDS = ("fused", "view", "multiview")
+SPLITS = ("train", "val", "test")
+SAMPLINGS = ("random", "fps", "first")
+SMALL_ARRAYS = ("fused_point_count", "view_point_count", "view_foreground")  # cached whole per shard
+_MAX_OPEN_ARRAYS = 1024  # per-process LRU of opened (shard, array) readers
+
+
+class ShardArray:
+    """One array of a shard read chunk by chunk from its single zarr v3 shard file (index at the
+    end; inner codecs bytes [+ blosc]); :meth:`open` returns None for any other layout. Chunks must
+    be one along axis 0 and whole past axis 1 (what cma-build writes)."""
+
+    def __init__(self, path: Path, shape, chunks, dtype, fill, compressed: bool):
+        self.path, self.shape, self.chunks = path, tuple(shape), tuple(chunks)
+        self.dtype, self.fill, self.compressed = np.dtype(dtype), fill, compressed
+        self.grid = tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunks))
+        self._index: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, folder: Path) -> "ShardArray | None":
+        try:
+            meta = json.loads((folder / "zarr.json").read_text("utf-8"))
+            shape = meta["shape"]
+            (codec,) = meta["codecs"]
+            conf = codec["configuration"]
+            inner = [c["name"] for c in conf["codecs"]]
+            endian = conf["codecs"][0].get("configuration", {}).get("endian", "little")
+            ok = (meta.get("node_type") == "array" and codec["name"] == "sharding_indexed"
+                  and meta["chunk_grid"]["configuration"]["chunk_shape"] == shape
+                  and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
+                  and conf.get("index_location", "end") == "end"
+                  and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
+                  and inner in (["bytes"], ["bytes", "blosc"]) and endian == "little"
+                  and len(shape) >= 1 and conf["chunk_shape"][0] == 1
+                  and list(conf["chunk_shape"][2:]) == shape[2:])
+            dtype = np.dtype(meta["data_type"]) if ok else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not ok or dtype.kind not in "biuf":
+            return None
+        shard_file = folder.joinpath("c", *["0"] * len(shape))
+        return cls(shard_file, shape, conf["chunk_shape"], dtype, meta.get("fill_value", 0), inner[-1] == "blosc")
+
+    def _load_index(self, fd: int | None) -> np.ndarray | None:
+        if self._index is None:
+            if fd is None:
+                return None  # no shard file: every chunk is the fill value
+            n = math.prod(self.grid)
+            size = os.fstat(fd).st_size
+            raw = os.pread(fd, 16 * n, size - 16 * n - 4)  # (offset, nbytes) per chunk, then crc32c
+            self._index = np.frombuffer(raw, dtype="<u8").reshape(*self.grid, 2)
+        return self._index
+
+    def _chunk(self, fd: int | None, coords: tuple) -> np.ndarray:
+        index = self._load_index(fd)
+        offset, nbytes = (None, None) if index is None else (int(v) for v in index[coords])
+        if offset is None or offset == 2**64 - 1:
+            return np.full(self.chunks, self.fill, dtype=self.dtype)
+        raw = os.pread(fd, nbytes, offset)
+        data = blosc.decompress(raw) if self.compressed else raw
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
+
+    def _fd(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+
+    def read(self, row: int, view: int | None = None) -> np.ndarray:
+        """``array[row]`` or ``array[row, view]``."""
+        fd = self._fd()
+        try:
+            if view is not None:
+                c1 = self.chunks[1]
+                return self._chunk(fd, (row, view // c1) + (0,) * (len(self.shape) - 2))[0, view % c1]
+            rest = (0,) * (len(self.shape) - 2)
+            parts = [self._chunk(fd, (row, j) + rest)[0] for j in range(self.grid[1])] if len(self.shape) > 1 else []
+            return np.concatenate(parts)[: self.shape[1]] if parts else self._chunk(fd, (row,))[0]
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def read_all(self) -> np.ndarray:
+        return np.stack([self.read(r) for r in range(self.shape[0])])
+
+
+def farthest_point_sample(points: np.ndarray, m: int) -> np.ndarray:
+    """Indices of ``min(m, n)`` farthest points, starting at point 0."""
+    n = len(points)
+    m = min(m, n)
+    idx = np.zeros(m, dtype=np.int64)
+    dist = np.full(n, np.inf)
+    pts = points.astype(np.float64)
+    for k in range(1, m):
+        np.minimum(dist, ((pts - pts[idx[k - 1]]) ** 2).sum(axis=1), out=dist)
+        idx[k] = int(dist.argmax())
+    return idx
+
+
+def sample_indices(n: int, m: int, method: str, rng: np.random.Generator, points: np.ndarray) -> np.ndarray:
+    """``m`` row indices among the first ``n`` distinct rows of ``points``. "random": without
+    replacement when n >= m, else every row plus m - n drawn with replacement; "fps": farthest
+    point sampling from row 0 (cycled when n < m); "first": rows 0..m-1 (cycled). n = 0: zeros."""
+    if n <= 0:
+        return np.zeros(m, dtype=np.int64)
+    if method == "random":
+        if n >= m:
+            return rng.choice(n, m, replace=False)
+        return np.concatenate([np.arange(n), rng.integers(0, n, m - n)])
+    if method == "fps":
+        return np.resize(farthest_point_sample(points[:n], m), m)
+    return np.arange(m) % n
+
+
+class CmaDataset(torch.utils.data.Dataset):
+    """Samples of a cma-build dataset (kinds "fused", "view", "multiview"; keys in docs/TRAINING_DATA.md).
+
+    ``split``: "train", "val", "test", "all" or a list; ``categories``: synset ids or names;
+    ``views``: views per multiview sample (None = all); ``view_choice``: "random", "most_points"
+    (largest ``view_foreground`` first) or an int (that view, then the next ones);
+    ``num_view_points``: points per view in multiview samples (None = num_points).
+    Randomness comes from ``np.random.default_rng([seed, epoch, index])``: a sample depends only
+    on those. ``ds[(epoch, i)]`` reads sample i of that epoch (for persistent workers)."""
+
+    def __init__(self, root, kind: str = "fused", split="train", categories=None, num_points: int = 1024,
+                 sampling: str = "random", normalize: bool = True, augment: Augment | None = None,
+                 views: int | None = None, view_choice="random", seed: int = 0, image: bool = True,
+                 with_fused: bool = False, num_view_points: int | None = None):
+        if kind not in KINDS:
+            raise TrainError(f"unknown sample kind '{kind}': expected one of {', '.join(KINDS)}")
+        if sampling not in SAMPLINGS:
+            raise TrainError(f"unknown sampling '{sampling}': expected one of {', '.join(SAMPLINGS)}")
+        if not (view_choice in ("random", "most_points") or isinstance(view_choice, int)):
+            raise TrainError(f"unknown view_choice {view_choice!r}: expected 'random', 'most_points' or a view index")
+        if num_points < 1 or (views is not None and views < 1):
+            raise TrainError(f"num_points and views must be positive (got {num_points}, {views})")
+        splits = list(SPLITS) if split == "all" else [split] if isinstance(split, str) else list(split)
+        bad = [s for s in splits if s not in SPLITS]
+        if bad or not splits:
+            raise TrainError(f"unknown split {bad[0] if bad else split!r}: expected train, val, test, all or a list")
+        try:
+            reader = DatasetReader.open(root)
+            rows = reader.index_rows()
+        except CmaError as exc:
+            raise TrainError(str(exc)) from None
+        self.root = reader.root
+        self.kind, self.num_points, self.sampling, self.normalize = kind, num_points, sampling, normalize
+        self.augment, self.views, self.view_choice, self.seed = augment, views, view_choice, seed
+        self.image, self.with_fused = image, with_fused
+        self.num_view_points = num_view_points or num_points
+        self.label_names: list[str] = list(reader.attrs["label_names"])
+        self.category_names: list[str] = list(reader.attrs.get("label_categories", []))
+        self.resolution = int(reader.settings.resolution)
+        self.epoch = 0
+        synsets = None
+        if categories is not None:
+            try:
+                synsets = set(Taxonomy.bundled().resolve([categories] if isinstance(categories, str) else categories,
+                                                         present_ids=self.label_names))
+            except CmaError as exc:
+                raise TrainError(str(exc)) from None
+        rows = [r for r in rows if r["status"] == "done" and r.get("split") in splits
+                and (synsets is None or r["synset_id"] in synsets)]
+        if not rows:
+            cats = "" if categories is None else f", categories {categories}"
+            raise TrainError(f"{self.root}: no rendered objects in split {'+'.join(splits)}{cats}")
+        self.objects: list[ObjectRef] = reader.objects(rows)
+        self.labels = np.array([int(r["label"]) if r.get("label", "").lstrip("-").isdigit() else -1 for r in rows],
+                               dtype=np.int64)
+        needed = self.required_arrays(kind, image=image, with_fused=with_fused)
+        for shard in sorted({o.shard for o in self.objects}):
+            if not (self.root / "shards" / shard / "zarr.json").is_file():
+                raise TrainError(f"{self.root}: shard {shard} listed in index.csv is missing (run cma-build render "
+                                 "on this dataset again to rebuild the index)")
+            missing = [a for a in needed if not (self.root / "shards" / shard / a / "zarr.json").is_file()]
+            if missing:
+                raise TrainError(f"{self.root}: shard {shard} lacks {', '.join(missing)}, needed by sample kind "
+                                 f"'{kind}' (render the dataset again with the current cma-build)")
+        self._cache: dict | None = None
+
+    @staticmethod
+    def required_arrays(kind: str, image: bool = True, with_fused: bool = False) -> list[str]:
+        """Arrays a sample kind reads."""
+        fused = ["fused_points", "fused_point_count"]
+        cams = ["view_points", "view_pixels", "view_point_count", "K", "world_to_cam"] + (["rgb"] if image else [])
+        if kind == "fused":
+            return fused
+        if kind == "view":
+            return cams + ["view_foreground"] + (fused if with_fused else [])
+        if kind == "multiview":
+            return fused + cams + ["view_foreground"]
+        raise TrainError(f"unknown sample kind '{kind}': expected one of {', '.join(KINDS)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    # --- per-process reading (override _read/_small to read another store) ----------------
+    def __getstate__(self):
+        return dict(self.__dict__, _cache=None)
+
+    def _state(self) -> dict:
+        if self._cache is None or self._cache["pid"] != os.getpid():
+            self._cache = {"pid": os.getpid(), "arrays": OrderedDict(), "small": {}}
+        return self._cache
+
+    def _array(self, shard: str, name: str):
+        arrays = self._state()["arrays"]
+        key = (shard, name)
+        if key in arrays:
+            arrays.move_to_end(key)
+            return arrays[key]
+        folder = self.root / "shards" / shard / name
+        arr = ShardArray.open(folder) or zarr.open_array(folder, mode="r")
+        arrays[key] = arr
+        if len(arrays) > _MAX_OPEN_ARRAYS:
+            arrays.popitem(last=False)
+        return arr
+
+    def _read(self, name: str, j: int, view: int | None = None) -> np.ndarray:
+        """Object j's row of array ``name`` (or one view of it)."""
+        obj = self.objects[j]
+        arr = self._array(obj.shard, name)
+        if isinstance(arr, ShardArray):
+            return arr.read(obj.row, view)
+        return arr[obj.row] if view is None else arr[obj.row, view]
+
+    def _small(self, name: str, j: int) -> np.ndarray:
+        """Like _read for the small SMALL_ARRAYS, cached whole per shard for the process."""
+        obj = self.objects[j]
+        small = self._state()["small"]
+        key = (obj.shard, name)
+        if key not in small:
+            arr = self._array(obj.shard, name)
+            small[key] = arr.read_all() if isinstance(arr, ShardArray) else arr[:]
+        return small[key][obj.row]
+
+    # --- samples --------------------------------------------------------------------------
+    def __getitem__(self, item) -> dict[str, torch.Tensor]:
+        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range (dataset of {len(self)})")
+        rng = np.random.default_rng([self.seed, int(epoch), i])
+        out = getattr(self, f"_{self.kind}")(i, rng)
+        out["label"] = torch.tensor(self.labels[i])
+        out["index"] = torch.tensor(i, dtype=torch.int64)
+        return out
+
+    def _fused_points(self, j: int, rng) -> np.ndarray:
+        pts = self._read("fused_points", j)
+        return pts[sample_indices(int(self._small("fused_point_count", j)), self.num_points, self.sampling, rng, pts)]
+
+    def _frame(self, stats: np.ndarray, rng, cameras: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(A, t): normalization then the random similarity, composed into one transform."""
+        A, t = np.eye(3), np.zeros(3)
+        if self.normalize:
+            s, t = T.normalize_params(stats)
+            A = s * A
+        if self.augment is not None:
+            A1, t1 = T.random_similarity(self.augment, rng, cameras)
+            A, t = A1 @ A, A1 @ t + t1
+        return A, t
+
+    def _points(self, points: np.ndarray, A, t, rng) -> torch.Tensor:
+        points = T.transform_points(points, A, t)
+        aug = self.augment
+        if aug is not None and aug.jitter_sigma > 0:
+            points = T.jitter(points, rng, aug.jitter_sigma, aug.jitter_clip)
+        return torch.from_numpy(points)
+
+    def _image(self, rgb: np.ndarray, rng) -> torch.Tensor:
+        """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [0, 1], color-jittered per view."""
+        img = np.moveaxis(rgb, -1, -3).astype(np.float32) * np.float32(1 / 255)
+        aug = self.augment
+        if aug is not None and aug.color:
+            flat = img.reshape(-1, *img.shape[-3:])
+            img = np.stack([T.color_jitter(x, rng, aug.brightness, aug.contrast, aug.saturation) for x in flat])
+            img = img.reshape(rgb.shape[:-3] + img.shape[-3:])
+        return torch.from_numpy(np.ascontiguousarray(img))
+
+    def _choose_views(self, j: int, k: int, rng) -> np.ndarray:
+        counts = self._small("view_point_count", j)
+        V = len(counts)
+        k = min(k, V)
+        if k == V:
+            return np.arange(V)
+        if self.view_choice == "random":
+            full, empty = np.flatnonzero(counts > 0), np.flatnonzero(counts <= 0)
+            order = np.concatenate([rng.permutation(full), rng.permutation(empty)])
+        elif self.view_choice == "most_points":
+            order = np.argsort(-self._small("view_foreground", j), kind="stable")
+        else:
+            order = (int(self.view_choice) + np.arange(V)) % V
+        return np.sort(order[:k])
+
+    def _fused(self, j: int, rng) -> dict:
+        pts = self._fused_points(j, rng)
+        A, t = self._frame(pts, rng, cameras=False)
+        return {"points": self._points(pts, A, t, rng)}
+
+    def _view(self, j: int, rng) -> dict:
+        view = int(self._choose_views(j, 1, rng)[0])
+        n = int(self._small("view_point_count", j)[view])
+        vp, vpix = self._read("view_points", j, view), self._read("view_pixels", j, view)
+        idx = sample_indices(n, self.num_points, self.sampling, rng, vp)
+        points, pixels = vp[idx], vpix[idx].astype(np.int64)
+        K, w2c = self._read("K", j, view), self._read("world_to_cam", j, view)
+        rgb = self._read("rgb", j, view) if self.image else None
+        fused = self._fused_points(j, rng) if self.with_fused else None
+        aug = self.augment
+        if aug is not None and aug.flip > 0 and rng.random() < aug.flip:
+            points, pixels, rgb, K, fused = T.flip_view(points, pixels, rgb, K, w2c, self.resolution, fused)
+        A, t = self._frame(fused if fused is not None else points, rng, cameras=True)
+        out = {"points": self._points(points, A, t, rng), "pixels": torch.from_numpy(pixels)}
+        if fused is not None:
+            out["fused"] = self._points(fused, A, t, rng)
+        if rgb is not None:
+            out["rgb"] = self._image(rgb, rng)
+        out["K"] = torch.from_numpy(K.astype(np.float32))
+        out["world_to_cam"] = torch.from_numpy(T.transform_cameras(w2c, A, t).astype(np.float32))
+        out["view"] = torch.tensor(view, dtype=torch.int64)
+        return out
+
+    def _multiview(self, j: int, rng) -> dict:
+        counts = self._small("view_point_count", j)
+        views = self._choose_views(j, self.views or len(counts), rng)
+        fused = self._fused_points(j, rng)
+        vp, vpix = self._read("view_points", j), self._read("view_pixels", j)
+        idx = [sample_indices(int(counts[v]), self.num_view_points, self.sampling, rng, vp[v]) for v in views]
+        view_points = np.stack([vp[v][i] for v, i in zip(views, idx)])
+        view_pixels = np.stack([vpix[v][i] for v, i in zip(views, idx)]).astype(np.int64)
+        K, w2c = self._read("K", j)[views], self._read("world_to_cam", j)[views]
+        A, t = self._frame(fused, rng, cameras=True)
+        out = {"points": self._points(fused, A, t, rng),
+               "view_points": self._points(view_points.reshape(-1, 3), A, t, rng).reshape(view_points.shape),
+               "view_pixels": torch.from_numpy(view_pixels)}
+        if self.image:
+            rgb = self._read("rgb", j) if len(views) == len(counts) else np.stack(
+                [self._read("rgb", j, int(v)) for v in views])
+            out["rgb"] = self._image(rgb, rng)
+        out["K"] = torch.from_numpy(K.astype(np.float32))
+        out["world_to_cam"] = torch.from_numpy(T.transform_cameras(w2c, A, t).astype(np.float32))
+        out["views"] = torch.from_numpy(views.astype(np.int64))
+        return out
