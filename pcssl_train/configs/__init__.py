@@ -1,0 +1,1 @@
+"""Bundled YAML run configs (published settings and tiny CPU ones)."""

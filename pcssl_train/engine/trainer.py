@@ -1,0 +1,202 @@
+"""The pretraining loop: AdamW + warmup/cosine, bf16 autocast on GPU, gradient clipping, DDP,
+a checkpoint every epoch with exact resume (model, optimizer, scheduler, RNG, epoch, step)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..data import Augment, CmaDataset
+from ..errors import TrainError
+from ..methods import Method, create_method
+from . import checkpoint, distributed
+from .config import config_diff
+from .metrics import MetricsLog
+from .schedule import make_scheduler
+
+KILL_AT_STEP = "PCSSL_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process right after that optimizer step
+
+
+def build_dataset(cfg: dict, data: str | os.PathLike, kind: str) -> CmaDataset:
+    d = cfg["data"]
+    try:
+        augment = Augment(**d["augment"]) if d.get("augment") else None
+    except TypeError as e:
+        raise TrainError(f"data.augment: {e}") from None
+    return CmaDataset(data, kind=kind, split=d["split"], categories=d["categories"], num_points=d["num_points"],
+                      sampling=d["sampling"], augment=augment, seed=cfg["train"]["seed"])
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and learned tokens/embeddings vectors (Point-MAE)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith("token") or "cls_pos" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: dict, data: str | os.PathLike, run: str | os.PathLike, device: str | None = None,
+                 progress: bool = True):
+        self.cfg, self.run, self.progress = cfg, Path(run), progress
+        self.info = distributed.setup(device)
+        self.ckpt_path = self.run / "checkpoints" / "last.pt"
+        self._check_run_dir()
+        o, t = cfg["optim"], cfg["train"]
+        seed_everything(t["seed"] + self.info.rank)
+        self.method: Method = create_method(cfg["method"], **cfg["model"]).to(self.info.device)
+        self.dataset = build_dataset(cfg, data, self.method.kind)
+        if o["batch_size"] % self.info.world_size:
+            raise TrainError(f"optim.batch_size {o['batch_size']} is not divisible by the {self.info.world_size} processes")
+        self.batch = o["batch_size"] // self.info.world_size
+        if len(self.dataset) < o["batch_size"]:
+            raise TrainError(f"{len(self.dataset)} samples in the selected split, fewer than optim.batch_size "
+                             f"{o['batch_size']}; use a larger dataset or a smaller batch")
+        self.sampler = DistributedSampler(self.dataset, num_replicas=self.info.world_size, rank=self.info.rank,
+                                          shuffle=True, seed=t["seed"], drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // self.batch
+        self.model = self.method
+        if self.info.enabled:
+            ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+        if t["compile"] and self.info.device.type == "cuda":
+            self.model = torch.compile(self.model)
+        self.optimizer = torch.optim.AdamW(param_groups(self.method, o["weight_decay"]), lr=o["lr"],
+                                           betas=tuple(o["betas"]))
+        self.scheduler = make_scheduler(self.optimizer, o["epochs"] * self.steps_per_epoch,
+                                        o["warmup_epochs"] * self.steps_per_epoch, o["min_lr"], o["warmup_lr"])
+        self.epoch = self.step = 0
+        if self.ckpt_path.is_file():
+            self._resume()
+        self.amp = self.info.device.type == "cuda" and t["amp"] == "bf16"
+
+    # --- run folder -----------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        saved = self.run / "config.yaml"
+        if saved.is_file():
+            old = yaml.safe_load(saved.read_text())
+            diff = config_diff(old, self.cfg)
+            if diff:
+                raise TrainError(f"{self.run} holds a run with a different config ({diff[0]}); "
+                                 f"resume with the same config or choose another --out")
+        elif self.info.main:
+            if self.run.exists() and any(self.run.iterdir()):
+                raise TrainError(f"{self.run} exists and is not a pcssl-train run folder; choose another --out")
+            self.run.mkdir(parents=True, exist_ok=True)
+            tmp = saved.with_suffix(".tmp")
+            tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+            os.replace(tmp, saved)
+        distributed.barrier(self.info)
+
+    def _resume(self) -> None:
+        state = checkpoint.load(self.ckpt_path, map_location=self.info.device)
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        rng = self.ckpt_path.with_name(f"rng-rank{self.info.rank}.pt")
+        if self.info.rank == 0:
+            checkpoint.set_rng_state(state["rng"])
+        elif rng.is_file():
+            checkpoint.set_rng_state(checkpoint.load(rng)["rng"])
+        if self.info.main:
+            print(f"resuming {self.run} after epoch {self.epoch} (step {self.step})", file=sys.stderr)
+
+    def save(self) -> None:
+        if not self.info.main:
+            checkpoint.save_atomic({"rng": checkpoint.rng_state()}, self.ckpt_path.with_name(f"rng-rank{self.info.rank}.pt"))
+        distributed.barrier(self.info)
+        if self.info.main:
+            checkpoint.save_atomic({
+                "format": "pcssl-checkpoint/1", "method": self.cfg["method"], "config": self.cfg,
+                "epoch": self.epoch, "step": self.step, "world_size": self.info.world_size,
+                "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(),
+                "torch": torch.__version__}, self.ckpt_path)
+            keep = self.cfg["train"]["keep_every"]
+            if keep and self.epoch % keep == 0:
+                os.link(self.ckpt_path, self.ckpt_path.with_name(f"epoch-{self.epoch:04d}.pt"))
+        distributed.barrier(self.info)
+
+    # --- loop -----------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg, info = self.cfg, self.info
+        epochs, clip = cfg["optim"]["epochs"], cfg["optim"]["grad_clip"]
+        log_every, kill_at = cfg["train"]["log_every"], int(os.environ.get(KILL_AT_STEP, "0"))
+        log = MetricsLog(self.run, self.step, cfg["train"]["tensorboard"]) if info.main else None
+        last: dict = {}
+        try:
+            while self.epoch < epochs:
+                self.sampler.set_epoch(self.epoch)
+                self.dataset.set_epoch(self.epoch)
+                loader = DataLoader(self.dataset, batch_size=self.batch, sampler=self.sampler, drop_last=True,
+                                    num_workers=cfg["data"]["workers"], pin_memory=info.device.type == "cuda")
+                self.model.train()
+                bar = tqdm(loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
+                           disable=not (self.progress and info.main), leave=False, dynamic_ncols=True)
+                t0, sums = time.perf_counter(), {}
+                for batch in bar:
+                    batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
+                    with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                        out = self.model(batch)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss):
+                        raise TrainError(f"loss is {loss.item()} at step {self.step}; lower optim.lr or check the data")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), clip) if clip else None
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.step += 1
+                    if kill_at and self.step == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    values = {k: float(v.detach()) for k, v in out.items()}
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    bar.set_postfix(loss=f"{values['loss']:.4g}")
+                    if log is not None and (self.step % log_every == 0 or self.step == 1):
+                        log.write({"epoch": self.epoch + 1, "step": self.step,
+                                   "lr": self.optimizer.param_groups[0]["lr"], **values,
+                                   "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                                   "seconds": round(time.perf_counter() - t0, 3)})
+                bar.close()
+                self.epoch += 1
+                self.save()
+                n = max(1, self.steps_per_epoch)
+                last = {k: v / n for k, v in sums.items()}
+                mean = float(distributed.all_reduce_mean(torch.tensor(last.get("loss", float("nan"))), info))
+                if info.main:
+                    print(f"epoch {self.epoch}/{epochs}: loss {mean:.5g}, lr "
+                          f"{self.optimizer.param_groups[0]['lr']:.3g}, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        finally:
+            if log is not None:
+                log.close()
+        return {"epoch": self.epoch, "step": self.step, **last}
+
+    def close(self) -> None:
+        distributed.teardown(self.info)
+
+
+def pretrain(cfg: dict, data, run, device: str | None = None, progress: bool = True) -> dict:
+    trainer = Trainer(cfg, data, run, device, progress)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

@@ -1,0 +1,71 @@
+"""Point-MAE (Pang et al. 2022): mask 60 % of the patches at random, encode the visible ones,
+decode with mask tokens, predict the masked patches' points, Chamfer-L2."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..losses import ChamferLoss
+from ..models.blocks import TransformerStack
+from ..models.point_transformer import PointTransformerEncoder, position_mlp
+from .base import Method
+
+
+def random_patch_mask(batch: int, groups: int, ratio: float, device) -> torch.Tensor:
+    """(B,G) bool, True = masked; exactly int(ratio * G) masked patches per sample."""
+    num_mask = int(ratio * groups)
+    order = torch.rand(batch, groups, device=device).argsort(dim=1)
+    mask = torch.zeros(batch, groups, dtype=torch.bool, device=device)
+    mask.scatter_(1, order[:, :num_mask], True)
+    return mask
+
+
+class PatchReconstructionHead(nn.Module):
+    """Per token: Conv1d(width -> 3 x group_size) (Point-MAE ``increase_dim``), reshaped to points."""
+
+    def __init__(self, width: int, group_size: int):
+        super().__init__()
+        self.group_size = group_size
+        self.proj = nn.Conv1d(width, 3 * group_size, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, _ = tokens.shape
+        return self.proj(tokens.transpose(1, 2)).transpose(1, 2).reshape(b * t, self.group_size, 3)
+
+
+class PointMAE(Method):
+    name = "point-mae"
+    kind = "fused"
+
+    def __init__(self, num_group: int = 64, group_size: int = 32, width: int = 384, depth: int = 12,
+                 num_heads: int = 6, drop_path: float = 0.1, decoder_depth: int = 4, decoder_heads: int = 6,
+                 mask_ratio: float = 0.6):
+        super().__init__()
+        self.encoder_cfg = dict(num_group=num_group, group_size=group_size, width=width, depth=depth,
+                                num_heads=num_heads, drop_path=drop_path)
+        self.mask_ratio = mask_ratio
+        self.encoder = PointTransformerEncoder(**self.encoder_cfg)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.decoder_pos_embed = position_mlp(width)
+        self.decoder = TransformerStack(width, decoder_depth, decoder_heads, drop_path_rate=drop_path)
+        self.head = PatchReconstructionHead(width, group_size)
+        self.loss = ChamferLoss(2)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, batch):
+        xyz = batch["points"]
+        patches = self.encoder.group(xyz)
+        b, g = patches.center.shape[:2]
+        mask = random_patch_mask(b, g, self.mask_ratio, xyz.device)
+        visible = self.encoder(patches.neighborhood, patches.center, visible=~mask)
+        m = int(mask[0].sum())
+        pos = self.decoder_pos_embed(torch.cat([patches.center[~mask].reshape(b, -1, 3),
+                                                patches.center[mask].reshape(b, -1, 3)], dim=1))
+        tokens = torch.cat([visible, self.mask_token.expand(b, m, -1).to(visible.dtype)], dim=1)
+        pred = self.head(self.decoder(tokens, pos, return_last=m))
+        target = patches.neighborhood[mask].reshape(b * m, -1, 3)
+        return {"loss": self.loss(pred, target)}
+
+    def encoder_export(self):
+        return "point_transformer", dict(self.encoder_cfg), self.encoder.state_dict()

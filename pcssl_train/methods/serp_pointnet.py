@@ -1,0 +1,46 @@
+"""SeRP-PointNet (Garg & Chaudhary, section 3.2): PointNet on the perturbed cloud; per-point features
+from [local ; global] through 4 layers (-> 128); heads classify perturbed points and reconstruct them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..losses import PerturbationLoss
+from ..models.pointnet import PointNetEncoder
+from .base import Method
+from .perturb import perturb_patches
+
+
+def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv1d(cin, cout, 1), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
+
+
+class SeRPPointNet(Method):
+    name = "serp-pointnet"
+    kind = "fused"
+
+    def __init__(self, rec: str = "delta", alpha_cls: float = 0.001, alpha_rec: float = 1.5,
+                 input_transform: bool = True, feature_transform: bool = True, perturb_patches: int = 20,
+                 perturb_points: int = 20, perturb_sigma: float = 0.03):
+        super().__init__()
+        self.encoder_cfg = dict(input_transform=input_transform, feature_transform=feature_transform)
+        self.perturb = dict(num_patches=perturb_patches, patch_size=perturb_points, sigma=perturb_sigma)
+        self.encoder = PointNetEncoder(**self.encoder_cfg)
+        self.point_features = nn.Sequential(*conv_bn_relu(64 + 1024, 512), *conv_bn_relu(512, 256),
+                                            *conv_bn_relu(256, 128), *conv_bn_relu(128, 128))
+        self.cls_head = nn.Conv1d(128, 2, 1)
+        self.rec_head = nn.Conv1d(128, 3, 1)
+        self.loss = PerturbationLoss(rec, alpha_cls, alpha_rec)
+
+    def forward(self, batch):
+        clean = batch["points"]
+        noisy, perturbed = perturb_patches(clean, **self.perturb)
+        out = self.encoder(noisy)
+        local, glob = out["local"], out["global_feat"]
+        feats = self.point_features(torch.cat([local, glob.unsqueeze(2).expand(-1, -1, local.shape[2])], dim=1))
+        terms = self.loss(self.cls_head(feats), self.rec_head(feats).transpose(1, 2), perturbed, noisy, clean)
+        return {k: (v if k == "loss" else v.detach()) for k, v in terms.items()}
+
+    def encoder_export(self):
+        return "pointnet_encoder", dict(self.encoder_cfg), self.encoder.state_dict()
