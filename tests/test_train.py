@@ -106,6 +106,23 @@ def test_export_and_load_encoder(rendered, tmp_path):
         assert torch.equal(value, state[f"encoder.{key}"]), key
     tokens = encoder.forward_points(torch.rand(2, 256, 3))
     assert tokens.shape == (2, 1 + 16, 64)
+    cfg = {k: v for k, v in torch.load(tmp_path / "enc.pt", weights_only=False)["config"].items() if k != "cls_token"}
+    classifier = create_model("point_transformer_cls", num_classes=55, **cfg)
+    assert classifier.encoder.load_state_dict(encoder.state_dict()).missing_keys == []
+
+
+def test_point_mae_encoder_loads_into_the_classifier(rendered, tmp_path):
+    cfg = load_config("point-mae", "point-mae-tiny", ("optim.epochs=1", "train.tensorboard=false"))
+    pretrain(cfg, rendered, tmp_path / "run", progress=False)
+    proc = run_cli("pcssl-train", "export", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    from pcssl_train.export import load_encoder
+
+    encoder = load_encoder(proc.stdout.strip())
+    classifier = create_model("point_transformer_cls", num_classes=40, **{
+        k: cfg["model"][k] for k in ("num_group", "group_size", "width", "depth", "num_heads")})
+    result = classifier.encoder.load_state_dict(encoder.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == ["cls_pos", "cls_token"] and result.unexpected_keys == []
 
 
 @pytest.mark.parametrize("args, message", [

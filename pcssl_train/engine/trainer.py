@@ -162,6 +162,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), clip) if clip else None
+                    lr = self.optimizer.param_groups[0]["lr"]        # the rate this step used
                     self.optimizer.step()
                     self.scheduler.step()
                     self.step += 1
@@ -173,7 +174,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{values['loss']:.4g}")
                     if log is not None and (self.step % log_every == 0 or self.step == 1):
                         log.write({"epoch": self.epoch + 1, "step": self.step,
-                                   "lr": self.optimizer.param_groups[0]["lr"], **values,
+                                   "lr": lr, **values,
                                    "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                                    "seconds": round(time.perf_counter() - t0, 3)})
                 bar.close()
