@@ -58,16 +58,6 @@ def test_pointnet_transforms_start_at_identity():
     assert feature_transform_regularizer(2 * torch.eye(4)[None]).item() == pytest.approx(3 * 2)  # ||I-4I||_F
 
 
-def test_pointnet_backward_and_permutation_invariance():
-    model = PointNetClassifier(num_classes=5)
-    x = cloud(2, 64, seed=1)
-    check_backward(model, x)
-    model.eval()
-    with torch.no_grad():
-        perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
-        torch.testing.assert_close(model(x), model(x[:, perm]), rtol=1e-4, atol=1e-5)
-
-
 # --------------------------------------------------------------------------------------- DGCNN
 
 
@@ -90,13 +80,16 @@ def test_dgcnn_shapes_and_params():
     assert num_params(model) == pytest.approx(1.81e6, rel=0.01)
 
 
-def test_dgcnn_backward_and_permutation_invariance():
-    model = DGCNNClassifier(num_classes=7, k=8, emb_dims=128)
-    x = cloud(2, 40, seed=3)
+@pytest.mark.parametrize("make, n, seed", [(lambda: PointNetClassifier(num_classes=5), 64, 1),
+                                           (lambda: DGCNNClassifier(num_classes=7, k=8, emb_dims=128), 40, 3)],
+                         ids=["pointnet", "dgcnn"])
+def test_backward_and_permutation_invariance(make, n, seed):
+    model = make()
+    x = cloud(2, n, seed=seed)
     check_backward(model, x)
     model.eval()
     with torch.no_grad():
-        perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(model(x), model(x[:, perm]), rtol=1e-4, atol=1e-5)
 
 
