@@ -162,3 +162,16 @@ def test_help_has_examples():
     for cmd in (["--help"], ["pretrain", "--help"], ["export", "--help"], ["env", "--help"]):
         proc = run_cli("pcssl-train", *cmd)
         assert proc.returncode == 0 and "Example" in proc.stdout, cmd
+
+
+def test_weight_decay_groups():
+    from pcssl_train.engine.trainer import param_groups
+
+    method = create_method("vasp", num_group=8, group_size=8, width=32, depth=1, num_heads=2, decoder_depth=1,
+                           decoder_heads=2, num_codes=16)
+    decay, no_decay = param_groups(method, 0.05)
+    names = {id(p): n for n, p in method.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"quantizer.codebook.weight", "encoder.cls_token", "encoder.cls_pos", "decoder_cls_pos"} <= skipped
+    assert all(p.ndim >= 2 for p in decay["params"]) and "encoder.fuse.weight" not in skipped
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(method.parameters()))

@@ -38,11 +38,13 @@ def build_dataset(cfg: dict, data: str | os.PathLike, kind: str) -> CmaDataset:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and learned tokens/embeddings vectors (Point-MAE)."""
+    """No weight decay on biases, norms, learned tokens (Point-MAE) and the VQ codebook (its own loss
+    pulls the codes to the encoder outputs; decay would pull them to zero)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith("token") or "cls_pos" in name else decay).append(p)
+            (no_decay if p.ndim <= 1 or name.endswith("token") or "cls_pos" in name or "codebook" in name
+                      else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
