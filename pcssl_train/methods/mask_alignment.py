@@ -1,0 +1,66 @@
+"""CrossAlignNet's mask alignment (Eq. 1-2): project each point patch center into the view with
+K / world_to_cam, find the S x S image patch holding it, and derive the image mask from the point
+mask. Pure tensor functions, batched; the CrossAlignNet model builds on them.
+
+Conventions (docs/CONVENTIONS.md): OpenCV camera, pixel (v, u) with integer pixel centers, so
+pixel row r covers v in [r - 0.5, r + 0.5) and image patch row = r // S. Image patches are indexed
+row-major: index = (r // S) * (W // S) + (c // S).
+"""
+
+from __future__ import annotations
+
+import torch
+
+STRATEGIES = ("random", "correspondence", "complementary")
+
+
+def project_points(xyz: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor) -> torch.Tensor:
+    """(B,G,3) world points, (B,3,3), (B,4,4) -> (B,G,2) pixel coordinates (v, u) (Eq. 1)."""
+    cam = xyz @ world_to_cam[:, :3, :3].transpose(1, 2) + world_to_cam[:, None, :3, 3]
+    z = cam[..., 2].clamp_min(1e-9)
+    u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
+    v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
+    return torch.stack([v, u], dim=-1)
+
+
+def image_patch_index(pixels: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:
+    """(B,G,2) pixel coordinates (v, u) -> (B,G) index of the patch x patch image patch (Eq. 2).
+    Coordinates outside the image are clamped to the border pixel."""
+    if height % patch or width % patch:
+        raise ValueError(f"image {height}x{width} is not divisible into {patch}x{patch} patches")
+    row = torch.floor(pixels[..., 0] + 0.5).clamp(0, height - 1).long() // patch
+    col = torch.floor(pixels[..., 1] + 0.5).clamp(0, width - 1).long() // patch
+    return row * (width // patch) + col
+
+
+def align_masks(point_mask: torch.Tensor, patch_index: torch.Tensor, num_image_patches: int, strategy: str,
+                image_ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point mask (B,G) bool (True = masked) and each point patch's image patch (B,G) ->
+    (point_mask, image_mask (B,P) bool).
+
+    ``correspondence``: an image patch is masked iff a masked point patch projects into it.
+    ``complementary``: an image patch is masked iff a visible point patch projects into it.
+    For both, an image patch shared by masked and visible point patches masks all of them (the
+    paper's rule), so afterwards every masked point patch lands in a masked (correspondence) or
+    visible (complementary) image patch and every visible one in the opposite. Image patches no
+    point patch projects into stay visible. ``random``: the point mask is kept and
+    ``int(image_ratio * P)`` image patches (default: the point masking ratio) are masked at random.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"image mask strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    b, g = point_mask.shape
+    if strategy == "random":
+        ratio = point_mask.float().mean().item() if image_ratio is None else image_ratio
+        order = torch.rand(b, num_image_patches, device=point_mask.device).argsort(dim=1)
+        image_mask = torch.zeros(b, num_image_patches, dtype=torch.bool, device=point_mask.device)
+        image_mask.scatter_(1, order[:, :int(ratio * num_image_patches)], True)
+        return point_mask, image_mask
+
+    def cells(mask: torch.Tensor) -> torch.Tensor:
+        hit = torch.zeros(b, num_image_patches, dtype=torch.int32, device=mask.device)
+        return hit.scatter_add_(1, patch_index, mask.int()) > 0
+
+    shared = cells(point_mask) & cells(~point_mask)
+    point_mask = point_mask | torch.gather(shared, 1, patch_index)
+    image_mask = cells(point_mask) if strategy == "correspondence" else cells(~point_mask)
+    return point_mask, image_mask
