@@ -175,3 +175,14 @@ def test_weight_decay_groups():
     assert {"quantizer.codebook.weight", "encoder.cls_token", "encoder.cls_pos", "decoder_cls_pos"} <= skipped
     assert all(p.ndim >= 2 for p in decay["params"]) and "encoder.fuse.weight" not in skipped
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(method.parameters()))
+
+
+def test_loader_workers_do_not_change_training(rendered, tmp_path):
+    """Samples depend on (seed, epoch, index) only, so 2 DataLoader workers train exactly as 0."""
+    losses = []
+    for workers in (0, 2):
+        cfg = load_config("serp-pointnet", "serp-pointnet-tiny",
+                          ("optim.epochs=2", "train.tensorboard=false", f"data.workers={workers}"))
+        pretrain(cfg, rendered, tmp_path / f"w{workers}", progress=False)
+        losses.append([r["loss"] for r in metrics(tmp_path / f"w{workers}")])
+    assert losses[0] == losses[1] and len(losses[0]) == 4
