@@ -9,13 +9,11 @@ Single process, single thread: free of the noise of concurrent workers.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from _common import frame, source_tree, work_dir
+from _common import frame, render_parser, source_tree, work_dir
 from cma_builder.cameras import ViewpointSpec
 from cma_builder.scan import select_models
 from cma_builder.settings import RenderSettings
@@ -23,13 +21,8 @@ from cma_builder.shapenet import ShapeNetTree
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapenet", type=Path)
-    ap.add_argument("--objects", type=int, default=8)
+    ap = render_parser(__doc__, objects=8, resolution=224, views=4, samples=32, workers=False)
     ap.add_argument("--passes", type=int, default=3)
-    ap.add_argument("--views", type=int, default=4)
-    ap.add_argument("--resolution", type=int, default=224)
-    ap.add_argument("--samples", type=int, default=32)
     args = ap.parse_args()
     scratch = work_dir("cma-stability-")
     tree = ShapeNetTree.open(source_tree(args.shapenet, scratch, -(-args.objects // 8)))

@@ -14,17 +14,16 @@ back-projection + FPS, shard writing, and the rest: process start-up, IPC, idle)
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import source_tree, work_dir
+from _common import render_parser, source_tree, work_dir
 from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
-from cma_builder.settings import RenderOptions, RenderSettings, default_workers, threads_per_worker
+from cma_builder.settings import RenderOptions, RenderSettings, threads_per_worker
 
 STAGES = ("render", "setup", "backproject", "write")
 
@@ -49,13 +48,7 @@ def combine(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapenet", type=Path, help="ShapeNetCore.v2 root (default: a synthesized mini-ShapeNet)")
-    ap.add_argument("--objects", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=default_workers(os.cpu_count() or 1))
-    ap.add_argument("--resolution", type=int, default=224)
-    ap.add_argument("--views", type=int, default=12)
-    ap.add_argument("--samples", type=int, default=32)
+    ap = render_parser(__doc__, objects=8, resolution=224, views=12, samples=32)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     ap.add_argument("--rounds", type=int, default=1, help="alternate the two methods this many times each")
     args = ap.parse_args()

@@ -7,28 +7,20 @@ each object, with recycling off, compared with the same workers early in the sam
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-from _common import source_tree, work_dir
+from _common import render_parser, source_tree, work_dir
 from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
-from cma_builder.settings import RenderOptions, RenderSettings, default_workers, threads_per_worker
+from cma_builder.settings import RenderOptions, RenderSettings, threads_per_worker
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapenet", type=Path, help="ShapeNetCore.v2 root (default: a synthesized mini-ShapeNet)")
-    ap.add_argument("--objects", type=int, default=200)
-    ap.add_argument("--workers", type=int, default=default_workers(os.cpu_count() or 1))
-    ap.add_argument("--resolution", type=int, default=96)
-    ap.add_argument("--views", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=8)
+    ap = render_parser(__doc__, objects=200, resolution=96, views=6, samples=8)
     args = ap.parse_args()
     work = work_dir("cma-memory-")
     root = source_tree(args.shapenet, work, -(-args.objects // 8), seed=1)
