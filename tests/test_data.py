@@ -99,6 +99,18 @@ def test_view_choice(rendered):
     assert mv[0]["views"].tolist() == [0, 1, 3]
     rnd = CmaDataset(rendered, kind="view", split="all")
     assert len({int(rnd[(e, 0)]["view"]) for e in range(12)}) > 1
+    alias = CmaDataset(rendered, kind="view", split="all", view_choice="max-points")   # the config spelling
+    assert [int(alias[i]["view"]) for i in range(len(ds))] == [int(ds[i]["view"]) for i in range(len(ds))]
+
+
+def test_multiview_without_view_clouds(rendered):
+    assert "view_points" not in CmaDataset.required_arrays("multiview", view_points=False)
+    full = CmaDataset(rendered, kind="multiview", split="all", views=2, seed=1)
+    lean = CmaDataset(rendered, kind="multiview", split="all", views=2, seed=1, view_points=False)
+    a, b = full[0], lean[0]
+    assert "view_points" not in b and "view_pixels" not in b
+    for key in ("rgb", "K", "views"):
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_determinism_and_epochs(rendered):

@@ -30,6 +30,7 @@ from . import transforms as T
 from .transforms import Augment
 
 KINDS = ("fused", "view", "multiview")
+VIEW_CHOICE_ALIASES = {"max-points": "most_points", "max_points": "most_points", "most-points": "most_points"}
 SPLITS = ("train", "val", "test")
 SAMPLINGS = ("random", "fps", "first")
 SMALL_ARRAYS = ("fused_point_count", "view_point_count", "view_foreground")  # cached whole per shard
@@ -149,14 +150,16 @@ class CmaDataset(torch.utils.data.Dataset):
     ``split``: "train", "val", "test", "all" or a list; ``categories``: synset ids or names;
     ``views``: views per multiview sample (None = all); ``view_choice``: "random", "most_points"
     (largest ``view_foreground`` first) or an int (that view, then the next ones);
-    ``num_view_points``: points per view in multiview samples (None = num_points).
+    ``num_view_points``: points per view in multiview samples (None = num_points);
+    ``view_points=False`` leaves the per-view clouds out of multiview samples (no read of them).
     Randomness comes from ``np.random.default_rng([seed, epoch, index])``: a sample depends only
     on those. ``ds[(epoch, i)]`` reads sample i of that epoch (for persistent workers)."""
 
     def __init__(self, root, kind: str = "fused", split="train", categories=None, num_points: int = 1024,
                  sampling: str = "random", normalize: bool = True, augment: Augment | None = None,
                  views: int | None = None, view_choice="random", seed: int = 0, image: bool = True,
-                 with_fused: bool = False, num_view_points: int | None = None):
+                 with_fused: bool = False, num_view_points: int | None = None, view_points: bool = True):
+        view_choice = VIEW_CHOICE_ALIASES.get(view_choice, view_choice) if isinstance(view_choice, str) else view_choice
         if kind not in KINDS:
             raise TrainError(f"unknown sample kind '{kind}': expected one of {', '.join(KINDS)}")
         if sampling not in SAMPLINGS:
@@ -177,7 +180,7 @@ class CmaDataset(torch.utils.data.Dataset):
         self.root = reader.root
         self.kind, self.num_points, self.sampling, self.normalize = kind, num_points, sampling, normalize
         self.augment, self.views, self.view_choice, self.seed = augment, views, view_choice, seed
-        self.image, self.with_fused = image, with_fused
+        self.image, self.with_fused, self.view_points = image, with_fused, view_points
         self.num_view_points = num_view_points or num_points
         self.label_names: list[str] = list(reader.attrs["label_names"])
         self.category_names: list[str] = list(reader.attrs.get("label_categories", []))
@@ -198,7 +201,7 @@ class CmaDataset(torch.utils.data.Dataset):
         self.objects: list[ObjectRef] = reader.objects(rows)
         self.labels = np.array([int(r["label"]) if r.get("label", "").lstrip("-").isdigit() else -1 for r in rows],
                                dtype=np.int64)
-        needed = self.required_arrays(kind, image=image, with_fused=with_fused)
+        needed = self.required_arrays(kind, image=image, with_fused=with_fused, view_points=view_points)
         for shard in sorted({o.shard for o in self.objects}):
             if not (self.root / "shards" / shard / "zarr.json").is_file():
                 raise TrainError(f"{self.root}: shard {shard} listed in index.csv is missing (run cma-build render "
@@ -210,10 +213,11 @@ class CmaDataset(torch.utils.data.Dataset):
         self._cache: dict | None = None
 
     @staticmethod
-    def required_arrays(kind: str, image: bool = True, with_fused: bool = False) -> list[str]:
+    def required_arrays(kind: str, image: bool = True, with_fused: bool = False, view_points: bool = True) -> list[str]:
         """Arrays a sample kind reads."""
         fused = ["fused_points", "fused_point_count"]
-        cams = ["view_points", "view_pixels", "view_point_count", "K", "world_to_cam"] + (["rgb"] if image else [])
+        clouds = ["view_points", "view_pixels"] if view_points or kind != "multiview" else []
+        cams = clouds + ["view_point_count", "K", "world_to_cam"] + (["rgb"] if image else [])
         if kind == "fused":
             return fused
         if kind == "view":
@@ -363,15 +367,17 @@ class CmaDataset(torch.utils.data.Dataset):
         counts = self._small("view_point_count", j)
         views = self._choose_views(j, self.views or len(counts), rng)
         fused = self._fused_points(j, rng)
-        vp, vpix = self._read("view_points", j), self._read("view_pixels", j)
-        idx = [sample_indices(int(counts[v]), self.num_view_points, self.sampling, rng, vp[v]) for v in views]
-        view_points = np.stack([vp[v][i] for v, i in zip(views, idx)])
-        view_pixels = np.stack([vpix[v][i] for v, i in zip(views, idx)]).astype(np.int64)
+        if self.view_points:
+            vp, vpix = self._read("view_points", j), self._read("view_pixels", j)
+            idx = [sample_indices(int(counts[v]), self.num_view_points, self.sampling, rng, vp[v]) for v in views]
+            view_points = np.stack([vp[v][i] for v, i in zip(views, idx)])
+            view_pixels = np.stack([vpix[v][i] for v, i in zip(views, idx)]).astype(np.int64)
         K, w2c = self._read("K", j)[views], self._read("world_to_cam", j)[views]
         A, t = self._frame(fused, rng, cameras=True)
-        out = {"points": self._points(fused, A, t, rng),
-               "view_points": self._points(view_points.reshape(-1, 3), A, t, rng).reshape(view_points.shape),
-               "view_pixels": torch.from_numpy(view_pixels)}
+        out = {"points": self._points(fused, A, t, rng)}
+        if self.view_points:
+            out["view_points"] = self._points(view_points.reshape(-1, 3), A, t, rng).reshape(view_points.shape)
+            out["view_pixels"] = torch.from_numpy(view_pixels)
         if self.image:
             rgb = self._read("rgb", j) if len(views) == len(counts) else np.stack(
                 [self._read("rgb", j, int(v)) for v in views])

@@ -27,14 +27,18 @@ from .schedule import make_scheduler
 KILL_AT_STEP = "PCSSL_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process right after that optimizer step
 
 
+VIEW_OPTIONS = ("views", "view_choice", "image", "view_points", "num_view_points")
+
+
 def build_dataset(cfg: dict, data: str | os.PathLike, kind: str) -> CmaDataset:
     d = cfg["data"]
     try:
         augment = Augment(**d["augment"]) if d.get("augment") else None
     except TypeError as e:
         raise TrainError(f"data.augment: {e}") from None
+    extra = {k: d[k] for k in VIEW_OPTIONS if k in d}  # only configs of camera-based methods have these
     return CmaDataset(data, kind=kind, split=d["split"], categories=d["categories"], num_points=d["num_points"],
-                      sampling=d["sampling"], augment=augment, seed=cfg["train"]["seed"])
+                      sampling=d["sampling"], augment=augment, seed=cfg["train"]["seed"], **extra)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from ..errors import TrainError
 from ..models.registry import check_kwargs
 from .base import Method
+from .cross_align_net import CrossAlignNet
 from .point_mae import PointMAE
 from .serp_pointnet import SeRPPointNet
 from .serp_transformer import SeRPTransformer
 from .vasp import VASP
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (PointMAE, SeRPPointNet, SeRPTransformer, VASP)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (PointMAE, SeRPPointNet, SeRPTransformer, VASP,
+                                                     CrossAlignNet)}
 
 
 def method_class(name: str) -> type[Method]:

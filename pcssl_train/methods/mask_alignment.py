@@ -10,6 +10,7 @@ row-major: index = (r // S) * (W // S) + (c // S).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 STRATEGIES = ("random", "correspondence", "complementary")
 
@@ -31,6 +32,28 @@ def image_patch_index(pixels: torch.Tensor, height: int, width: int, patch: int)
     row = torch.floor(pixels[..., 0] + 0.5).clamp(0, height - 1).long() // patch
     col = torch.floor(pixels[..., 1] + 0.5).clamp(0, width - 1).long() // patch
     return row * (width // patch) + col
+
+
+def patch_cells(point_mask: torch.Tensor, patch_index: torch.Tensor, num_image_patches: int) -> torch.Tensor:
+    """(B,P) bool: the image patches that at least one selected point patch (B,G) projects into."""
+    hit = torch.zeros(point_mask.shape[0], num_image_patches, dtype=torch.int32, device=point_mask.device)
+    return hit.scatter_add_(1, patch_index, point_mask.int()) > 0
+
+
+def resize_view(rgb: torch.Tensor, K: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize (B,3,H,W) images to size x size (bilinear, antialiased) and scale the intrinsics to match.
+
+    With integer pixel centers, pixel edge -0.5 maps to -0.5 and H - 0.5 to size - 0.5, so
+    ``x' = (x + 0.5) * s - 0.5`` for s = size / H (per axis): ``f' = s f``, ``c' = (c + 0.5) s - 0.5``."""
+    h, w = rgb.shape[-2:]
+    if (h, w) == (size, size):
+        return rgb, K
+    out = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    scale = torch.tensor([size / w, size / h, 1.0], dtype=K.dtype, device=K.device)
+    K = K * scale[:, None]
+    K[:, 0, 2] += 0.5 * scale[0] - 0.5
+    K[:, 1, 2] += 0.5 * scale[1] - 0.5
+    return out, K
 
 
 def align_masks(point_mask: torch.Tensor, patch_index: torch.Tensor, num_image_patches: int, strategy: str,
@@ -57,8 +80,7 @@ def align_masks(point_mask: torch.Tensor, patch_index: torch.Tensor, num_image_p
         return point_mask, image_mask
 
     def cells(mask: torch.Tensor) -> torch.Tensor:
-        hit = torch.zeros(b, num_image_patches, dtype=torch.int32, device=mask.device)
-        return hit.scatter_add_(1, patch_index, mask.int()) > 0
+        return patch_cells(mask, patch_index, num_image_patches)
 
     shared = cells(point_mask) & cells(~point_mask)
     point_mask = point_mask | torch.gather(shared, 1, patch_index)

@@ -1,6 +1,6 @@
 """Backbones and building blocks; importing this registers every model."""
 
-from . import dgcnn, pointnet, point_transformer  # noqa: F401  (registration)
+from . import dgcnn, image_transformer, pointnet, point_transformer  # noqa: F401  (registration)
 from .registry import create_model, list_models, register_model
 
 register_model("pointnet_encoder")(pointnet.PointNetEncoder)

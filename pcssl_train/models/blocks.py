@@ -54,10 +54,42 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x):
+    def forward(self, x, mask: torch.Tensor | None = None):
+        """``mask``: None, (B,L) bool keys to attend to (key padding), or (B,L,L) bool per query."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(mask),
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+
+
+def attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B,L) key mask or (B,Lq,L) mask, True = attend -> the (B,1,Lq|1,L) boolean SDPA mask."""
+    if mask is None:
+        return None
+    return mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries ``x`` (B,Lq,C) over ``context`` (B,L,C)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x, context, mask: torch.Tensor | None = None):
+        """``mask``: None or (B,L) bool, True = context token to attend to."""
+        b, n, c = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
+        k, v = self.kv(context).reshape(b, context.shape[1], 2, h, c // h).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(mask))
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 
@@ -72,8 +104,25 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x):
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+    def forward(self, x, mask: torch.Tensor | None = None):
+        x = x + self.drop_path(self.attn(self.norm1(x), mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm cross-attention block: x + cross_attn(norm(x), norm(context)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, num_heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x, context, mask: torch.Tensor | None = None):
+        x = x + self.drop_path(self.attn(self.norm_q(x), self.norm_kv(context), mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -90,9 +139,10 @@ class TransformerStack(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, p) for p in drop_path_rates(drop_path_rate, depth))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x, pos, return_last: int | None = None):
+    def forward(self, x, pos, return_last: int | None = None, mask: torch.Tensor | None = None):
+        """``mask``: see :class:`Attention`; outputs at padded positions are meaningless."""
         for block in self.blocks:
-            x = block(x + pos)
+            x = block(x + pos, mask)
         if return_last is not None:
             x = x[:, -return_last:]
         return self.norm(x)
@@ -101,7 +151,7 @@ class TransformerStack(nn.Module):
 def init_weights(module: nn.Module) -> None:
     """Point-MAE's initialization: truncated normal (std 0.02) for linear/conv, unit LayerNorm."""
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -94,6 +94,26 @@ class PointTransformerEncoder(nn.Module):
             pos = torch.cat([self.cls_pos.expand(b, -1, -1), pos], dim=1)
         return self.transformer(tokens, pos)
 
+    def forward_visible(self, neighborhood: torch.Tensor, center: torch.Tensor, visible: torch.Tensor):
+        """Like ``forward`` with a different number of visible patches per sample (no cls token):
+        returns tokens (B,L,width) padded to the largest count L, their patch ``index`` (B,L) and
+        ``valid`` (B,L) bool. Padded tokens are kept out of attention and of the tokenizer's BatchNorm."""
+        if self.cls_token is not None:
+            raise ValueError("forward_visible is for encoders without a cls token")
+        if self.patch_norm == "std":
+            neighborhood = normalize_patches(neighborhood)
+        b = neighborhood.shape[0]
+        counts = visible.sum(dim=1)
+        width = int(counts.max())
+        index = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :width]   # visible first, in order
+        valid = torch.arange(width, device=visible.device)[None] < counts[:, None]
+        real = self.tokenizer(neighborhood[visible][None])[0]                             # (sum counts, width)
+        tokens = real.new_zeros(b, width, real.shape[-1]).index_put((valid.nonzero(as_tuple=True)), real)
+        pos = self.pos_embed(torch.gather(center, 1, index[..., None].expand(-1, -1, 3)))
+        if self.fuse is not None:
+            tokens = self.fuse(torch.cat([tokens, pos], dim=-1))
+        return self.transformer(tokens, pos, mask=valid), index, valid
+
     def forward_points(self, xyz: torch.Tensor) -> torch.Tensor:
         patches = self.group(xyz)
         return self(patches.neighborhood, patches.center)
