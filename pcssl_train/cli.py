@@ -48,7 +48,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--method", "-m", help="point-mae, serp-pointnet, serp-transformer or vasp (or from --config).")
+@click.option("--method", "-m", help="point-mae, serp-pointnet, serp-transformer, vasp, crossalignnet or mm-point "
+              "(or from --config).")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="A cma-build dataset folder.")
 @click.option("--config", "-c", help="YAML file, or a bundled config name (e.g. point-mae-tiny); merged over the "
                                      "method's published defaults.")
@@ -68,6 +69,7 @@ def pretrain(method, data, config, out, overrides, device, progress) -> None:
     Example:
       pcssl-train pretrain --method point-mae --data shapenet-cma --out runs/point-mae
       pcssl-train pretrain -c point-mae-tiny -d out/demo/dataset -o runs/smoke --set optim.epochs=2
+      pcssl-train pretrain -m crossalignnet -d shapenet-cma -o runs/can --set model.image_mask=random
     """
     from .engine.config import load_config
     from .engine.trainer import pretrain as run_pretrain

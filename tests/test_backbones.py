@@ -70,6 +70,22 @@ def test_edge_features():
     assert torch.equal(e[:, 3:, :, 2], x)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_edge_conv_equals_the_literal_form(train):
+    from pcssl_train.models.dgcnn import EdgeConv
+
+    torch.manual_seed(0)
+    conv = EdgeConv(16, 32, 8).train(train)
+    x = torch.randn(3, 16, 40, requires_grad=True)
+    fast = conv(x)
+    grads = torch.autograd.grad(fast.square().sum(), [x, conv.mlp[0].weight])
+    slow = conv.forward_reference(x)
+    ref_grads = torch.autograd.grad(slow.square().sum(), [x, conv.mlp[0].weight])
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
 def test_dgcnn_shapes_and_params():
     x = cloud(2, 48, seed=2)
     assert DGCNNEncoder(k=8, emb_dims=256)(x).shape == (2, 512)

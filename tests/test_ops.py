@@ -11,6 +11,7 @@ import torch
 
 from pcssl_train.ops import (HAS_PYTORCH3D, Patches, chamfer_distance, farthest_point_sample, gather_points,
                              group_patches, knn, nearest_neighbor_dist2, normalize_patches)
+from pcssl_train.ops.knn import knn_graph
 from pcssl_train.ops.reference import chamfer_distance_ref, farthest_point_sample_ref, group_patches_ref, knn_ref
 
 # the module, not the function ``pcssl_train.ops.knn`` that shadows it as a package attribute
@@ -121,6 +122,24 @@ def test_knn_is_exact_for_nearby_points_far_from_origin():
     dist2, idx = knn(base, base + offsets, 3)
     assert idx.tolist() == [[[1, 2, 0]]]
     assert (dist2 > 0).all()
+
+
+@pytest.mark.parametrize("C", [3, 64, 128])
+def test_knn_graph_matches_the_exact_neighbours(C):
+    x = cloud(3, 200, C, seed=C) * 2
+    idx = knn_graph(x, 20)
+    ref_d, ref_i = knn_ref(x, x, 20)
+    assert (idx[..., 0] == torch.arange(200)).all()                   # each point is its own nearest
+    d = (x[:, :, None] - gather_points(x, idx)).square().sum(-1)
+    torch.testing.assert_close(d.sort(-1).values, ref_d.to(d.dtype), rtol=1e-5, atol=1e-5)  # same distances
+    assert (idx.sort(-1).values == ref_i.sort(-1).values).float().mean() > 0.999
+
+
+def test_knn_graph_under_bf16_autocast_keeps_float32_ranking():
+    x = cloud(2, 100, 64, seed=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        idx = knn_graph(x, 10)
+    assert torch.equal(idx, knn_graph(x, 10))
 
 
 def test_knn_chunking_does_not_change_the_result(monkeypatch):

@@ -6,13 +6,14 @@ from ..errors import TrainError
 from ..models.registry import check_kwargs
 from .base import Method
 from .cross_align_net import CrossAlignNet
+from .mm_point import MMPoint
 from .point_mae import PointMAE
 from .serp_pointnet import SeRPPointNet
 from .serp_transformer import SeRPTransformer
 from .vasp import VASP
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (PointMAE, SeRPPointNet, SeRPTransformer, VASP,
-                                                     CrossAlignNet)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (PointMAE, SeRPPointNet, SeRPTransformer, VASP, CrossAlignNet,
+                                                     MMPoint)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -8,7 +8,7 @@ If pytorch3d is importable (``HAS_PYTORCH3D``), FPS and kNN on CUDA tensors disp
 from .chamfer import chamfer_distance, nearest_neighbor_dist2
 from .fps import farthest_point_sample
 from .grouping import Patches, gather_points, group_patches, normalize_patches
-from .knn import HAS_PYTORCH3D, knn
+from .knn import HAS_PYTORCH3D, knn, knn_graph
 
 __all__ = [
     "HAS_PYTORCH3D",
@@ -18,6 +18,7 @@ __all__ = [
     "gather_points",
     "group_patches",
     "knn",
+    "knn_graph",
     "nearest_neighbor_dist2",
     "normalize_patches",
 ]
