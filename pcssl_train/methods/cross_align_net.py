@@ -1,4 +1,4 @@
-"""CrossAlignNet (Peng et al., PeerJ CS 2025; ``../shared/seeds/000_*``): one view's cloud and RGB
+"""CrossAlignNet (Peng et al., PeerJ Computer Science 2025): one view's cloud and RGB
 image, masks aligned across the modalities (Eq. 1-2), a point encoder on the visible point patches
 and an image encoder on the visible and the masked image patches as two sequences (Eq. 3-4), then
 

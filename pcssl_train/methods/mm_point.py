@@ -1,4 +1,4 @@
-"""MM-Point (multi-modal, multi-view, multi-level contrast; ``../shared/seeds/001_*``): a 3D encoder
+"""MM-Point (multi-modal, multi-view, multi-level contrast; the MM-Point paper): a 3D encoder
 f on two augmented copies P1, P2 of the cloud, a 2D encoder g on the object's m rendered views
 I_1..I_m, where view j gets the j-th of m increasing augmentation strengths (multi-level
 augmentation), and projection heads (Multi-MLP: one 3D head and one 2D head per view level):
