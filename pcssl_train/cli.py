@@ -13,6 +13,8 @@ Examples:
   pcssl-train pretrain --config serp-transformer-tiny --data out/demo/dataset --out runs/tiny
   torchrun --nproc_per_node 4 -m pcssl_train.cli pretrain --method vasp --data shapenet-cma
   pcssl-train export runs/point-mae
+  pcssl-train eval runs/point-mae --protocol svm --benchmark modelnet40 --root ~/data/modelnet40_ply_hdf5_2048
+  pcssl-train benchmark --out out/benchmark
 """
 
 
@@ -102,6 +104,104 @@ def export(run, out, epoch) -> None:
     from .export import export_encoder
 
     click.echo(str(export_encoder(run, out, epoch)))
+
+
+PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
+
+
+@cli.command("eval")
+@click.argument("encoder", type=click.Path(path_type=Path))
+@click.option("--protocol", "-p", type=click.Choice(PROTOCOLS), required=True,
+              help="svm: linear SVM on frozen features; fewshot: N-way K-shot on frozen features; finetune: "
+                   "classification fine-tuning (Point-MAE recipe, voting); partseg: part segmentation fine-tuning.")
+@click.option("--benchmark", "-b", type=click.Choice(["modelnet40", "scanobjectnn", "shapenetpart", "cma"]),
+              required=True, help="Which dataset format ROOT holds.")
+@click.option("--root", "-r", required=True, type=click.Path(path_type=Path),
+              help="The benchmark's folder on disk (never downloaded), or a cma-build dataset for 'cma'.")
+@click.option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")
+@click.option("--points", type=int, help="Points per cloud [1024; ScanObjectNN and ShapeNetPart 2048].")
+@click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random init (the baseline).")
+@click.option("--epoch", default="last", show_default=True, help="For a run folder: which checkpoint.")
+@click.option("--ways", default="5,10", show_default=True, help="fewshot: comma-separated N.")
+@click.option("--shots", default="10,20", show_default=True, help="fewshot: comma-separated K.")
+@click.option("--trials", default=10, show_default=True, help="fewshot: episodes per setting.")
+@click.option("--epochs", type=int, help="finetune/partseg: epochs [300].")
+@click.option("--batch-size", type=int, help="finetune [32] / partseg [16].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the result as JSON (also .csv and .md "
+              "next to it).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@guarded
+def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, epoch, ways, shots, trials, epochs,
+             batch_size, seed, out, device, progress) -> None:
+    """Score a pretrained encoder (an export, a run folder or a checkpoint) by a downstream protocol.
+
+    \b
+    C of the SVM is chosen on a validation split (the dataset's, or a hold-out of train), never on test.
+    Few-shot: support from train, up to 20 queries per class from test, mean ± std over trials.
+
+    \b
+    Example:
+      pcssl-train eval runs/point-mae -p svm -b modelnet40 -r ~/data/modelnet40_ply_hdf5_2048
+      pcssl-train eval enc.pt -p fewshot -b modelnet40 -r ~/data/modelnet40_ply_hdf5_2048 --ways 5 --shots 10
+      pcssl-train eval enc.pt -p finetune -b scanobjectnn --variant pb_t50_rs -r ~/data/h5_files
+      pcssl-train eval enc.pt -p partseg -b shapenetpart -r ~/data/shapenetcore_partanno_segmentation_benchmark_v0_normal
+      pcssl-train eval runs/point-mae -p svm -b cma -r shapenet-cma --random-init
+    """
+    from .eval.protocols import run_protocol
+
+    dev = None if device == "auto" else device
+    result = run_protocol(encoder, protocol, benchmark, root, variant=variant, num_points=points,
+                          random_init=random_init, which=epoch, ways=ways, shots=shots, trials=trials,
+                          epochs=epochs, batch_size=batch_size, seed=seed, device=dev, progress=progress, out=out)
+    click.echo(result["summary"])
+    if out:
+        click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("out/benchmark"), show_default=True,
+              help="Folder for the dataset, runs and results (reused: finished work is skipped).")
+@click.option("--data", "-d", type=click.Path(path_type=Path), help="Use this cma-build dataset instead of "
+              "rendering the mini-ShapeNet.")
+@click.option("--methods", default=",".join(("point-mae", "serp-pointnet", "serp-transformer", "vasp",
+                                              "crossalignnet", "mm-point")), show_default=True)
+@click.option("--per-category", default=48, show_default=True, help="Mini-ShapeNet models per category.")
+@click.option("--epochs", default=20, show_default=True, help="Pretraining epochs per method.")
+@click.option("--eval-every", default=5, show_default=True, help="Epochs between scored checkpoints (for the plot).")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@guarded
+def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, seed, device, progress) -> None:
+    """Proof of learning: render the mini-ShapeNet, pretrain each method (CPU-sized), and compare
+    linear-SVM and few-shot accuracy of each pretrained encoder with the same encoder at random init.
+
+    \b
+    Writes OUT/results.md, results.csv, results.json and accuracy.png (accuracy vs epoch).
+
+    \b
+    Example:
+      pcssl-train benchmark --out out/benchmark
+      pcssl-train benchmark --methods point-mae,vasp --epochs 10 --out out/bench-small
+    """
+    import shlex
+
+    from .errors import TrainError
+    from .eval.benchmark import METHODS, run_benchmark
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in METHODS]
+    if bad or not chosen:
+        raise TrainError(f"unknown method {bad[0] if bad else methods!r}: expected some of {', '.join(METHODS)}")
+    if epochs < 1 or eval_every < 1:
+        raise TrainError("--epochs and --eval-every must be positive")
+    command = "pcssl-train benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    run_benchmark(out, chosen, data, per_category, epochs, eval_every, batch_size, seed,
+                  None if device == "auto" else device, progress, command.strip())
+    click.echo(f"wrote {out / 'results.md'}, results.csv, results.json, accuracy.png")
 
 
 @cli.command()

@@ -147,6 +147,28 @@ class TransformerStack(nn.Module):
             x = x[:, -return_last:]
         return self.norm(x)
 
+    def forward_layers(self, x, pos, layers, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Outputs of the chosen blocks, each through the final ``norm`` (Point-MAE's segmentation model).
+
+        ``layers``: 0-based block indices (negative ones count from the end; Point-MAE's ``fetch_idx``
+        is [3, 7, 11] for depth 12), returned in the order given. The output of the last block equals
+        ``forward(x, pos, mask=mask)``. Blocks after the deepest one asked for are not run."""
+        depth = len(self.blocks)
+        index = []
+        for i in layers:
+            i = int(i)
+            if not -depth <= i < depth:
+                raise ValueError(f"layer index {i} out of range for a stack of {depth} blocks")
+            index.append(i % depth)
+        if not index:
+            return []
+        wanted, outputs = set(index), {}
+        for i, block in enumerate(self.blocks[:max(index) + 1]):
+            x = block(x + pos, mask)
+            if i in wanted:
+                outputs[i] = self.norm(x)
+        return [outputs[i] for i in index]
+
 
 def init_weights(module: nn.Module) -> None:
     """Point-MAE's initialization: truncated normal (std 0.02) for linear/conv, unit LayerNorm."""

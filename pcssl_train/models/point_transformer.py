@@ -94,6 +94,27 @@ class PointTransformerEncoder(nn.Module):
             pos = torch.cat([self.cls_pos.expand(b, -1, -1), pos], dim=1)
         return self.transformer(tokens, pos)
 
+    def embed(self, neighborhood: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's input for all patches: tokens and position embeddings, each
+        (B, [1+] G, width) (cls token first when the encoder has one), built as ``forward`` builds them."""
+        if self.patch_norm == "std":
+            neighborhood = normalize_patches(neighborhood)
+        tokens, pos = self.tokenizer(neighborhood), self.pos_embed(center)
+        if self.fuse is not None:
+            tokens = self.fuse(torch.cat([tokens, pos], dim=-1))
+        if self.cls_token is not None:
+            b = tokens.shape[0]
+            tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
+            pos = torch.cat([self.cls_pos.expand(b, -1, -1), pos], dim=1)
+        return tokens, pos
+
+    def forward_layers(self, neighborhood: torch.Tensor, center: torch.Tensor, layers) -> list[torch.Tensor]:
+        """(B,G,K,3) patches, (B,G,3) centers -> the normalized outputs (B, [1+] G, width) of the blocks
+        ``layers`` (0-based, see :meth:`TransformerStack.forward_layers`); the last block's output
+        equals ``forward(neighborhood, center)``."""
+        tokens, pos = self.embed(neighborhood, center)
+        return self.transformer.forward_layers(tokens, pos, layers)
+
     def forward_visible(self, neighborhood: torch.Tensor, center: torch.Tensor, visible: torch.Tensor):
         """Like ``forward`` with a different number of visible patches per sample (no cls token):
         returns tokens (B,L,width) padded to the largest count L, their patch ``index`` (B,L) and

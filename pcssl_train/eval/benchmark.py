@@ -1,0 +1,230 @@
+"""``pcssl-train benchmark``: proof of learning on the embedded mini-ShapeNet.
+
+1. Synthesizes and renders the mini-ShapeNet (``cma-build synth`` + ``render`` at 64 px, 4 views,
+   8 samples), or reuses ``--data``.
+2. Pretrains each method with its CPU-sized ``<method>-tiny`` config on the train split, keeping a
+   checkpoint every ``eval_every`` epochs. A finished run is reused; a killed one resumes.
+3. Scores each kept checkpoint, and the same encoder at random init, by a linear SVM (C chosen on
+   the val split) on frozen features, and finally also by 5-way 10-shot few-shot (10 trials).
+
+The evaluation samples are single-view clouds (256 points by FPS from each rendered view of an
+object, rotated about the up axis by a seeded random angle): the partial, arbitrarily oriented
+clouds a depth sensor gives. The SVM is trained on one seeded view per training object (one
+sample per object, as in ModelNet40) and scored on every view of every test object; the few-shot
+support sets are distinct training objects. Also reported: the SVM trained on every view of the
+training objects ("all views") and on whole fused clouds ("fused"); on these easier settings a
+random-init encoder already separates the 8 distinct categories almost perfectly. Splits are by
+object, so no view of a test object is seen in training.
+
+Outputs in OUT: results.csv, results.json (with per-epoch histories), results.md, accuracy.png.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import CmaDataset
+from ..errors import TrainError
+from .features import extract_features, load_spec
+from .fewshot import few_shot
+from .pointset import PointSet
+from .readers import read_cma
+from .svm import linear_svm
+
+METHODS = ("point-mae", "serp-pointnet", "serp-transformer", "vasp", "crossalignnet", "mm-point")
+RENDER_ARGS = ["--resolution", "64", "--views", "4", "--samples", "8", "--view-points", "512",
+               "--fused-points", "2048"]
+
+
+def ensure_dataset(out: Path, per_category: int, seed: int) -> Path:
+    """Synthesize + render the mini-ShapeNet under OUT (both steps skip work already done)."""
+    tree, data = out / "mini-shapenet", out / "dataset"
+    cli = [sys.executable, "-m", "cma_builder.cli"]
+    if not (tree / "taxonomy.json").is_file():
+        _run(cli + ["synth", "--out", str(tree), "--per-category", str(per_category), "--seed", str(seed)])
+    _run(cli + ["render", "--shapenet", str(tree), "--out", str(data), *RENDER_ARGS])
+    return data
+
+
+def _run(cmd: list[str]) -> None:
+    print("+ " + " ".join(cmd[2:] if cmd[:1] == [sys.executable] else cmd), file=sys.stderr)
+    if subprocess.run(cmd).returncode:
+        raise TrainError(f"'{' '.join(cmd[2:])}' failed (see its message above)")
+
+
+def view_clouds(root: Path, split: str, num_points: int = 256, seed: int = 0) -> PointSet:
+    """Every non-empty rendered view of every object in ``split`` as one cloud (FPS), rotated
+    about +y by an angle from ``default_rng([seed, object, view])``."""
+    first = CmaDataset(root, kind="view", split=split, num_points=num_points, sampling="fps", normalize=False,
+                       image=False, view_choice=0)
+    views = len(first._small("view_point_count", 0))
+    points, labels, ids = [], [], []
+    for v in range(views):
+        ds = first if v == 0 else CmaDataset(root, kind="view", split=split, num_points=num_points, sampling="fps",
+                                             normalize=False, image=False, view_choice=v)
+        for i in range(len(ds)):
+            if int(ds._small("view_point_count", i)[v]) < 16:
+                continue
+            angle = np.random.default_rng([seed, i, v]).uniform(0, 2 * np.pi)
+            c, s = np.cos(angle), np.sin(angle)
+            rot = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], np.float32)
+            points.append(ds[i]["points"].numpy() @ rot.T)
+            labels.append(ds.labels[i])
+            obj = ds.objects[i]
+            ids.append(f"{obj.synset_id}/{obj.model_id}/view{v}")
+    names = first.category_names or first.label_names
+    return PointSet(np.stack(points), np.array(labels), list(names), ids=ids, name=f"cma-views/{split}")
+
+
+def one_view_per_object(views: PointSet, seed: int = 0) -> np.ndarray:
+    """Indices of one seeded random view of each object of a :func:`view_clouds` set."""
+    objects: dict[str, list[int]] = {}
+    for i, name in enumerate(views.ids):
+        objects.setdefault(name.rsplit("/", 1)[0], []).append(i)
+    rng = np.random.default_rng([seed, len(views)])
+    return np.array(sorted(int(rng.choice(v)) for v in objects.values()), dtype=np.int64)
+
+
+def _scores(spec, sets: dict, seed: int, full: bool = True, ways: int = 5, shots: int = 10) -> dict:
+    """``svm_views``: linear SVM trained (and C chosen) on one view per object, scored on every test
+    view; with ``full`` also ``svm_views_all`` (trained on every view), ``svm_fused`` and N-way K-shot
+    (support: distinct training objects, one view each; queries: test views)."""
+    enc = spec.build(seed)
+    tr, va, te = sets["views"]
+    sel_tr, sel_va = sets["one_view"]
+    f = [extract_features(enc, s.points) for s in (tr, va, te)]
+    out = {"svm_views": linear_svm(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, f[1][sel_va], va.labels[sel_va],
+                                   seed=seed)["test_accuracy"]}
+    if full:
+        out["svm_views_all"] = linear_svm(f[0], tr.labels, f[2], te.labels, f[1], va.labels, seed=seed)["test_accuracy"]
+        fs = few_shot(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, ways=ways, shots=shots, trials=10, queries=20,
+                      seed=seed)
+        out.update(fewshot_mean=fs["mean"], fewshot_std=fs["std"], fewshot_min_queries=fs["min_queries_per_class"])
+        ftr, fva, fte = sets["fused"]
+        g = [extract_features(enc, s.points) for s in (ftr, fva, fte)]
+        out["svm_fused"] = linear_svm(g[0], ftr.labels, g[2], fte.labels, g[1], fva.labels, seed=seed)["test_accuracy"]
+    return out
+
+
+def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_category: int = 48, epochs: int = 20,
+                  eval_every: int = 5, batch_size: int = 16, seed: int = 0, device: str | None = None,
+                  progress: bool = True, command: str = "", ways: int = 5, shots: int = 10) -> dict:
+    from ..engine.config import load_config
+    from ..engine.trainer import pretrain
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = data or ensure_dataset(out, per_category, seed)
+    views = tuple(view_clouds(data, s, seed=seed) for s in ("train", "val", "test"))
+    sets = {"views": views, "one_view": tuple(one_view_per_object(v, seed) for v in views[:2]),
+            "fused": tuple(read_cma(data, s, num_points=1024, seed=seed) for s in ("train", "val", "test"))}
+    print(f"evaluation clouds (train/val/test): views {'/'.join(str(len(v)) for v in views)} "
+          f"(one per object: {len(sets['one_view'][0])}/{len(sets['one_view'][1])}), fused "
+          f"{'/'.join(str(len(v)) for v in sets['fused'])}", file=sys.stderr)
+    results = []
+    for method in methods:
+        cfg = load_config(None, f"{method}-tiny", (
+            "data.split=train", f"optim.epochs={epochs}", f"optim.batch_size={batch_size}", "optim.warmup_epochs=1",
+            f"train.keep_every={eval_every}", "train.tensorboard=false", "train.log_every=10", f"train.seed={seed}"))
+        run = out / "runs" / method
+        t0 = time.perf_counter()
+        done = pretrain(cfg, data, run, device, progress)
+        timing = run / "benchmark-pretrain.json"
+        if "loss" in done or not timing.is_file():  # this call trained (a reused run keeps its record)
+            timing.write_text(json.dumps({"seconds": time.perf_counter() - t0, "loss": done.get("loss")}))
+        seconds, final_loss = (json.loads(timing.read_text())[k] for k in ("seconds", "loss"))
+        final = load_spec(run)
+        random_init = final.random_init()
+        rand = _scores(random_init, sets, seed, ways=ways, shots=shots)
+        history = [{"epoch": 0, **rand}]
+        for e in range(eval_every, epochs, eval_every):
+            history.append({"epoch": e, **_scores(load_spec(run, str(e)), sets, seed, False)})
+        pre = _scores(final, sets, seed, ways=ways, shots=shots)
+        history.append({"epoch": final.epoch, **pre})
+        row = {"method": method, "epochs": epochs, "seed": seed, "steps": done["step"],
+               "encoder": final.name, "encoder_params": sum(p.numel() for p in final.build(seed).parameters()),
+               "pretrain_seconds": round(seconds, 1), "final_loss": final_loss,
+               **{f"pretrained_{k}": v for k, v in pre.items()}, **{f"random_{k}": v for k, v in rand.items()},
+               "fewshot": f"{ways}-way {shots}-shot", "history": history}
+        row["beats_random_init"] = bool(row["pretrained_svm_views"] > row["random_svm_views"])
+        results.append(row)
+        print(f"{method}: SVM (views) {row['pretrained_svm_views']:.3f} pretrained vs {row['random_svm_views']:.3f} "
+              f"random init", file=sys.stderr)
+        write_results(out, results, data, command, sets)
+    return {"results": results, "out": str(out)}
+
+
+def write_results(out: Path, results: list[dict], data: Path, command: str, sets: dict) -> None:
+    import csv
+
+    meta = {"command": command, "dataset": str(data), "torch": torch.__version__,
+            "evaluation": {k: [len(s) for s in v] for k, v in sets.items()}}  # one_view: train, val
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    flat = [{k: v for k, v in r.items() if k != "history"} for r in results]
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(flat[0]))
+        w.writeheader()
+        w.writerows(flat)
+    (out / "results.md").write_text(markdown(results, meta))
+    plot(results, out / "accuracy.png")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _pair(r: dict, key: str) -> str:
+    """'pretrained | random init' cells, the better one in bold."""
+    a, b = r[f"pretrained_{key}"], r[f"random_{key}"]
+    fa, fb = _pct(a), _pct(b)
+    if key == "fewshot_mean":
+        fa += f" ± {_pct(r['pretrained_fewshot_std'])}"
+        fb += f" ± {_pct(r['random_fewshot_std'])}"
+    return f"{'**' + fa + '**' if a > b else fa} | {'**' + fb + '**' if b > a else fb}"
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    n = meta["evaluation"]
+    fs = results[0]["fewshot"] if results else "few-shot"
+    one = n.get("one_view", ["?", "?"])
+    lines = [f"`{meta['command']}`" if meta["command"] else "", "",
+             f"Dataset {meta['dataset']}; torch {meta['torch']}. Evaluation clouds (train/val/test): single views "
+             f"{'/'.join(map(str, n['views']))} (one per object for training: {one[0]}/{one[1]}), fused "
+             f"{'/'.join(map(str, n['fused']))}.", "",
+             f"| method | encoder | epochs | SVM, 1 view per object: pretrained | random init | {fs}: pretrained "
+             f"| random init | SVM, all views: pretrained | random init | SVM, fused: pretrained | random init "
+             f"| pretrain s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        secs = "-" if r["pretrain_seconds"] is None else format(r["pretrain_seconds"], ".0f")
+        lines.append(f"| {r['method']} | {r['encoder']} ({r['encoder_params'] / 1e6:.2f}M) | {r['epochs']} | "
+                     f"{_pair(r, 'svm_views')} | {_pair(r, 'fewshot_mean')} | {_pair(r, 'svm_views_all')} | "
+                     f"{_pair(r, 'svm_fused')} | {secs} |")
+    lines += ["", "Test accuracy in % (few-shot: mean ± std over 10 trials); the better of each pair in bold; "
+              "seed " + ", ".join(sorted({str(r["seed"]) for r in results})) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in results:
+        h = r["history"]
+        ax.plot([x["epoch"] for x in h], [100 * x["svm_views"] for x in h], marker="o", label=r["method"])
+    ax.set_xlabel("pretraining epoch (0 = random init)")
+    ax.set_ylabel("linear SVM test accuracy, single views (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,116 @@
+"""Frozen point encoders for evaluation: load one (export, run folder or checkpoint), or build the
+same architecture at random init, and turn clouds into pooled features.
+
+Every cloud is normalized like the pretraining data (centroid at the origin, max norm 1) before it
+reaches the encoder. The pooled feature is max + mean over the encoder's tokens (the cls token, if
+any, is left out): 2 x width for the point transformer, max + mean over per-point 1024-d features
+for PointNet, and DGCNN's own max + mean embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.transforms import normalize_params
+from ..engine import checkpoint as ckpt
+from ..errors import TrainError
+from ..models import create_model
+from ..models.point_transformer import PointTransformerEncoder
+
+ENCODERS = ("point_transformer", "pointnet_encoder", "dgcnn_encoder")
+
+
+@dataclass
+class EncoderSpec:
+    """What an encoder is: its registry ``name``, ``config`` and weights (None = random init)."""
+
+    name: str
+    config: dict
+    state_dict: dict | None
+    source: str = "random init"
+    method: str = ""
+    epoch: int = 0
+
+    def build(self, seed: int = 0) -> torch.nn.Module:
+        """The module; at random init its weights depend only on ``seed``."""
+        if self.name not in ENCODERS:
+            raise TrainError(f"{self.source}: cannot evaluate encoder '{self.name}' (expected one of {', '.join(ENCODERS)})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(self.name, **self.config)
+        if self.state_dict is not None:
+            try:
+                model.load_state_dict(self.state_dict)
+            except RuntimeError as e:
+                raise TrainError(f"{self.source}: weights do not fit {self.name}: {str(e).splitlines()[0]}") from None
+        return model.eval()
+
+    def random_init(self) -> "EncoderSpec":
+        return EncoderSpec(self.name, dict(self.config), None, "random init", self.method, 0)
+
+
+def load_spec(source: str | os.PathLike, which: str = "last") -> EncoderSpec:
+    """An exported encoder (``pcssl-train export``), a run folder, or a run checkpoint file."""
+    from ..export import FORMAT, run_checkpoint
+    from ..methods import create_method
+
+    path = Path(source)
+    if path.is_dir():
+        path = run_checkpoint(path, which)
+    if not path.is_file():
+        raise TrainError(f"{source}: no such encoder file or run folder")
+    try:
+        data = ckpt.load(path)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a bad file
+        raise TrainError(f"{path}: not a readable torch file ({type(e).__name__})") from None
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        return EncoderSpec(data["model"], dict(data["config"]), data["state_dict"], str(path),
+                           data.get("method", ""), int(data.get("epoch", 0)))
+    if isinstance(data, dict) and data.get("format") == "pcssl-checkpoint/1":
+        cfg = data["config"]
+        method = create_method(cfg["method"], **cfg["model"])
+        method.load_state_dict(data["model"])
+        name, enc_cfg, weights = method.encoder_export()
+        return EncoderSpec(name, dict(enc_cfg), {k: v.clone() for k, v in weights.items()}, str(path),
+                           cfg["method"], int(data["epoch"]))
+    raise TrainError(f"{path}: neither a pcssl-train encoder export nor a run checkpoint")
+
+
+def normalize_clouds(points: np.ndarray) -> np.ndarray:
+    """Each (P,3) cloud centered at its centroid and scaled to max norm 1 (float32)."""
+    out = np.empty_like(points, dtype=np.float32)
+    for i, p in enumerate(points):
+        s, t = normalize_params(p)
+        out[i] = p * s + t
+    return out
+
+
+def pooled(encoder: torch.nn.Module, xyz: torch.Tensor) -> torch.Tensor:
+    """(B,N,3) normalized clouds -> (B,D) max + mean pooled features."""
+    if isinstance(encoder, PointTransformerEncoder):
+        tokens = encoder.forward_points(xyz)
+        if encoder.cls_token is not None:
+            tokens = tokens[:, 1:]
+        return torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
+    if hasattr(encoder, "mlp2"):  # PointNet trunk: per-point 1024-d features before its max pool
+        out = encoder(xyz)
+        per_point = encoder.mlp2(out["local"])
+        return torch.cat([per_point.amax(dim=2), per_point.mean(dim=2)], dim=-1)
+    return encoder(xyz)  # DGCNN: already max + mean
+
+
+@torch.no_grad()
+def extract_features(encoder: torch.nn.Module, points: np.ndarray, batch_size: int = 64,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """Pooled features (N, D) float32 of (N, P, 3) clouds, in eval mode."""
+    encoder = encoder.to(device).eval()
+    clouds = normalize_clouds(points)
+    feats = []
+    for i in range(0, len(clouds), batch_size):
+        feats.append(pooled(encoder, torch.from_numpy(clouds[i:i + batch_size]).to(device)).float().cpu())
+    return torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32)
