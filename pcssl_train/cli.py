@@ -168,8 +168,8 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
 @click.option("--methods", default=",".join(("point-mae", "serp-pointnet", "serp-transformer", "vasp",
                                               "crossalignnet", "mm-point")), show_default=True)
 @click.option("--per-category", default=48, show_default=True, help="Mini-ShapeNet models per category.")
-@click.option("--epochs", default=20, show_default=True, help="Pretraining epochs per method.")
-@click.option("--eval-every", default=5, show_default=True, help="Epochs between scored checkpoints (for the plot).")
+@click.option("--epochs", default=60, show_default=True, help="Pretraining epochs per method.")
+@click.option("--eval-every", default=15, show_default=True, help="Epochs between scored checkpoints (for the plot).")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

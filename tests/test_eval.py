@@ -165,6 +165,15 @@ def test_finetune_learns_and_reports_vote_and_val_selection():
     assert r["best_val_epoch"] == best["epoch"] and r["test_accuracy_at_best_val"] == best["test_accuracy"]
 
 
+@pytest.mark.parametrize("name, config", [("pointnet_encoder", {}), ("dgcnn_encoder", dict(k=8, emb_dims=32))])
+def test_finetune_other_encoders(name, config):
+    """PointNet (with its feature-transform regularizer) and DGCNN fine-tune through the same loop."""
+    cfg = FinetuneConfig(epochs=2, batch_size=8, warmup_epochs=1, votes=2)
+    r = finetune_classifier(EncoderSpec(name, config, None), shapes(8), shapes(4, seed=1), cfg=cfg, progress=False)
+    assert len(r["history"]) == 2 and all(np.isfinite(h["loss"]) for h in r["history"])
+    assert 0 <= r["test_accuracy_vote"] <= 1 and r["test_size"] == 8
+
+
 def test_classifier_gets_the_pretrained_weights():
     enc = EncoderSpec("point_transformer", TINY, None).build(seed=3)
     spec = EncoderSpec("point_transformer", TINY, enc.state_dict(), "enc.pt")

@@ -113,8 +113,8 @@ def _scores(spec, sets: dict, seed: int, full: bool = True, ways: int = 5, shots
     return out
 
 
-def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_category: int = 48, epochs: int = 20,
-                  eval_every: int = 5, batch_size: int = 16, seed: int = 0, device: str | None = None,
+def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_category: int = 48, epochs: int = 60,
+                  eval_every: int = 15, batch_size: int = 16, seed: int = 0, device: str | None = None,
                   progress: bool = True, command: str = "", ways: int = 5, shots: int = 10) -> dict:
     from ..engine.config import load_config
     from ..engine.trainer import pretrain
@@ -222,7 +222,7 @@ def plot(results: list[dict], path: Path) -> None:
         h = r["history"]
         ax.plot([x["epoch"] for x in h], [100 * x["svm_views"] for x in h], marker="o", label=r["method"])
     ax.set_xlabel("pretraining epoch (0 = random init)")
-    ax.set_ylabel("linear SVM test accuracy, single views (%)")
+    ax.set_ylabel("linear SVM test accuracy (%)\n(1 view per training object, all test views)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -4,8 +4,8 @@ The pretrained encoder gets the downstream classifier of its architecture: ``poi
 (a new cls token; feature = [cls ; max over tokens] -> 256-256 head with BN and dropout 0.5),
 ``pointnet`` or ``dgcnn``. Everything trains end to end: AdamW (lr 5e-4, weight decay 0.05, none on
 norms, biases and tokens), linear warmup for 10 epochs then cosine over 300, batch 32, cross
-entropy, PointcloudScaleAndTranslate on the training clouds (per-axis scale in [2/3, 3/2],
-translation in [-0.2, 0.2]). Test-time voting: the logits of ``votes`` randomly scaled and
+entropy (PointNet: plus 0.001 x its feature-transform regularizer), PointcloudScaleAndTranslate
+on the training clouds (per-axis scale in [2/3, 3/2], translation in [-0.2, 0.2]). Test-time voting: the logits of ``votes`` randomly scaled and
 translated copies of each test cloud are averaged (the first copy is the cloud itself).
 
 Reported: test accuracy at the last epoch, with and without voting; when a validation set is given,
@@ -26,6 +26,7 @@ from ..engine.schedule import make_scheduler
 from ..engine.trainer import param_groups
 from ..errors import TrainError
 from ..models import create_model
+from ..models.pointnet import PointNetClassifier, feature_transform_regularizer
 from .features import EncoderSpec, normalize_clouds
 from .pointset import PointSet
 
@@ -91,6 +92,15 @@ def predict(model, clouds: torch.Tensor, cfg: FinetuneConfig, votes: int, device
     return torch.cat(preds).numpy()
 
 
+def _loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross entropy; PointNet adds 0.001 x its feature-transform regularizer (as PointNet trains)."""
+    if isinstance(model, PointNetClassifier):
+        logits, trans = model(x, return_transform=True)
+        reg = 0.001 * feature_transform_regularizer(trans) if trans is not None else 0.0
+        return F.cross_entropy(logits, y) + reg
+    return F.cross_entropy(model(x), y)
+
+
 def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val: PointSet | None = None,
                         cfg: FinetuneConfig | None = None, device: str | torch.device = "cpu",
                         progress: bool = True, log=None) -> dict:
@@ -118,7 +128,7 @@ def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val:
         for s in range(steps):
             idx = order[s * batch:(s + 1) * batch]
             x = scale_translate(x_train[idx], gen, cfg).to(device)
-            loss = F.cross_entropy(model(x), y_train[idx].to(device))
+            loss = _loss(model, x, y_train[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

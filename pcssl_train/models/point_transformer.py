@@ -79,26 +79,17 @@ class PointTransformerEncoder(nn.Module):
         """(B,G,K,3) patches, (B,G,3) centers -> (B, [1+] G_visible, width) normalized tokens.
 
         ``visible`` (B,G) bool keeps the same number of patches per sample (Point-MAE masking)."""
-        if self.patch_norm == "std":
-            neighborhood = normalize_patches(neighborhood)  # SeRP section 3.3.1
         if visible is not None:
             b = neighborhood.shape[0]
             neighborhood = neighborhood[visible].reshape(b, -1, *neighborhood.shape[2:])
             center = center[visible].reshape(b, -1, 3)
-        tokens, pos = self.tokenizer(neighborhood), self.pos_embed(center)
-        if self.fuse is not None:
-            tokens = self.fuse(torch.cat([tokens, pos], dim=-1))
-        if self.cls_token is not None:
-            b = tokens.shape[0]
-            tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
-            pos = torch.cat([self.cls_pos.expand(b, -1, -1), pos], dim=1)
-        return self.transformer(tokens, pos)
+        return self.transformer(*self.embed(neighborhood, center))
 
     def embed(self, neighborhood: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformer's input for all patches: tokens and position embeddings, each
         (B, [1+] G, width) (cls token first when the encoder has one), built as ``forward`` builds them."""
         if self.patch_norm == "std":
-            neighborhood = normalize_patches(neighborhood)
+            neighborhood = normalize_patches(neighborhood)  # SeRP section 3.3.1 (per patch)
         tokens, pos = self.tokenizer(neighborhood), self.pos_embed(center)
         if self.fuse is not None:
             tokens = self.fuse(torch.cat([tokens, pos], dim=-1))
