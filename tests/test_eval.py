@@ -226,12 +226,12 @@ def test_cli_eval_svm_fewshot_finetune_on_modelnet40_files(tmp_path):
     assert rows[0]["metric"] == "test_accuracy" and float(rows[0]["value"]) == result["test_accuracy"]
     assert (tmp_path / "svm.md").read_text().startswith("**svm** on modelnet40")
 
-    proc = run_cli("pcssl-train", "eval", *common, "-p", "fewshot", "--ways", "2,3", "--shots", "4", "--trials", "3",
+    proc = run_cli("pcssl-train", "eval", *common, "-p", "fewshot", "--ways", "2,3,4", "--shots", "4", "--trials", "3",
                    "-o", str(tmp_path / "fs.json"))
     assert proc.returncode == 0, proc.stderr
     settings = json.loads((tmp_path / "fs.json").read_text())["settings"]
     assert [(s["ways"], s["shots"], len(s["accuracies"])) for s in settings] == [(2, 4, 3), (3, 4, 3)]
-    assert "3-way 4-shot:" in proc.stdout
+    assert "3-way 4-shot:" in proc.stdout and "skipped: 4-way 4-shot needs 4 classes" in proc.stdout  # 3 classes
 
     proc = run_cli("pcssl-train", "eval", *common, "-p", "finetune", "--epochs", "2", "--batch-size", "8",
                    "-o", str(tmp_path / "ft.json"))

@@ -79,12 +79,21 @@ def run_protocol(encoder, protocol: str, benchmark: str, root, variant=None, num
                 result["summary"] = (f"linear SVM: test accuracy {_pct(r['test_accuracy'])} (C={r['C']:g} chosen "
                                      f"on the {r['val_source']}, {r['test_size']} test clouds)")
             else:
-                rows = [few_shot(fx["train"], train.labels, fx["test"], test.labels, w, k, trials, seed=seed)
-                        for w in _ints(ways, "--ways") for k in _ints(shots, "--shots")]
-                result.update(protocol="fewshot", settings=rows)
+                rows, skipped = [], []
+                for w in _ints(ways, "--ways"):
+                    for k in _ints(shots, "--shots"):
+                        try:
+                            rows.append(few_shot(fx["train"], train.labels, fx["test"], test.labels, w, k, trials,
+                                                 seed=seed))
+                        except TrainError as e:  # e.g. 10-way on a dataset of 8 classes: skip that setting
+                            skipped.append(str(e))
+                if not rows:
+                    raise TrainError(skipped[0])
+                result.update(protocol="fewshot", settings=rows, skipped=skipped)
                 result["summary"] = "\n".join(
-                    f"{r['ways']}-way {r['shots']}-shot: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} % "
-                    f"({r['trials']} trials, {r['min_queries_per_class']}+ queries per class)" for r in rows)
+                    [f"{r['ways']}-way {r['shots']}-shot: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} % "
+                     f"({r['trials']} trials, {r['min_queries_per_class']}+ queries per class)" for r in rows]
+                    + [f"skipped: {m}" for m in skipped])
     if out is not None:
         write(result, Path(out))
     return result
