@@ -3,8 +3,9 @@
 Both sides run the same render code on the same objects with the same settings and the same
 number of worker slots; the naive baseline just starts a fresh Python + bpy process (scene set
 up from scratch) for every object, as a per-object `blender --background --python` script would.
-Prints objects/min, the split of worker-slot time (Blender render calls, import/setup,
-back-projection + FPS, shard writing, and the rest: process start-up, IPC, idle) and the ratio.
+Prints objects/min, the split of worker-slot time (Blender render calls, import/setup, EXR
+decoding, back-projection + FPS, shard writing, and the rest: process start-up, IPC, idle) and
+the ratio.
 
     python benchmarks/render_throughput.py                              # 8 mini-ShapeNet objects, 224 px, 12 views
     python benchmarks/render_throughput.py --resolution 64 --views 4 --samples 8 --objects 16
@@ -25,7 +26,7 @@ from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
 from cma_builder.settings import RenderOptions, RenderSettings, threads_per_worker
 
-STAGES = ("render", "setup", "backproject", "write")
+STAGES = ("render", "setup", "decode", "backproject", "write")
 
 
 def run(tree: Path, out: Path, settings: RenderSettings, options: RenderOptions, objects: int) -> dict:
@@ -74,6 +75,8 @@ def main() -> None:
         cells = "".join(f" {r['split'][s]:>10.1%}" for s in (*STAGES, "other"))
         note = f"  ({r['failed']} failed)" if r["failed"] else ""
         print(f"{name:<24} {r['wall']:>8.1f} {r['per_min']:>8.2f}{cells}{note}")
+    overhead = 1.0 - results["persistent workers"]["split"]["render"]
+    print(f"non-render overhead of persistent workers (all but Blender's render calls): {overhead:.1%}")
     ratio = results["persistent workers"]["per_min"] / results["one process per object"]["per_min"]
     print(f"ratio (persistent / one process per object): {ratio:.2f}x objects/min")
     if args.rounds > 1:

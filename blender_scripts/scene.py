@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import bpy
@@ -195,11 +196,15 @@ class Scene:
         self.camera.matrix_world = mathutils.Matrix(blender_matrix_world(world_to_cam).tolist())
         self.camera.data.clip_start, self.camera.data.clip_end = near, far
         self.scene.render.filepath = str(path)
+        t = time.perf_counter()
         bpy.ops.render.render(write_still=True)
+        self.render_seconds += time.perf_counter() - t
         return read_exr(path)
 
     def render_views(self, world_to_cam: np.ndarray, center: np.ndarray, radius: float) -> dict[str, np.ndarray]:
-        """Per view: rgb (uint8, background composited), depth (0 = no surface), mask, normal."""
+        """Per view: rgb (uint8, background composited), depth (0 = no surface), mask, normal.
+        ``self.render_seconds`` is then the time spent in Blender's render calls alone."""
+        self.render_seconds = 0.0
         V, R = len(world_to_cam), self.settings.resolution
         dist = [np.linalg.norm(-m[:3, :3].T @ m[:3, 3] - center) for m in world_to_cam]
         clips = [(max(1e-3, d - 1.5 * radius), d + 1.5 * radius) for d in dist]

@@ -77,7 +77,7 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
 }
 
 INDEX_COLUMNS = ["synset_id", "model_id", "category", "label", "split", "status", "error", "warnings", "shard", "row",
-                 "seconds_setup", "seconds_render", "seconds_backproject", "seconds_write", "seconds_total",
+                 "seconds_setup", "seconds_render", "seconds_decode", "seconds_backproject", "seconds_write", "seconds_total",
                  "settings_hash", "worker", "worker_rss_mb", "obj_path", "finished_at"]
 
 

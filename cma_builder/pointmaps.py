@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import backproject, farthest_point_sampling, visibility
+from .fps import farthest_point_sampling
+from .geometry import backproject, visibility
 
 
 def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray, view_points: int,

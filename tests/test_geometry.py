@@ -8,7 +8,8 @@ import pytest
 from cma_builder.cameras import (ViewpointSpec, blender_matrix_world, camera_center, camera_rig, direction,
                                  intrinsics, load_pose_file, look_at, project, view_angles)
 from cma_builder.errors import CmaError
-from cma_builder.geometry import backproject, bounding_sphere, farthest_point_sampling, visibility
+from cma_builder.fps import farthest_point_sampling, farthest_point_sampling_dense
+from cma_builder.geometry import backproject, bounding_sphere, visibility
 
 
 def test_intrinsics_use_integer_pixel_centers():
@@ -77,6 +78,7 @@ def test_fps_matches_reference_batched_with_padding():
     for b, c in enumerate(clouds):
         padded[b, : len(c)] = c
     idx = farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16)
+    assert (farthest_point_sampling_dense(padded, np.array([300, 180, 5, 0]), 16) == idx).all()
     assert idx[0].tolist() == fps_reference(clouds[0], 16)
     assert idx[1].tolist() == fps_reference(clouds[1], 16)
     assert sorted(idx[2, :5].tolist()) == [0, 1, 2, 3, 4]  # fewer points than asked: all, then repeated
@@ -84,6 +86,35 @@ def test_fps_matches_reference_batched_with_padding():
     assert (idx[3] == 0).all()
     for threads in (2, 3, 8):  # split across threads: the same indices
         assert (farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16, threads=threads) == idx).all()
+
+
+@pytest.mark.parametrize("kind", ["uniform", "grid-ties", "rounded-normal", "surface"])
+def test_bucketed_fps_equals_dense_fps(kind):
+    """The kd-bucket kernel skips leaves; it must pick exactly the dense form's indices, also with
+    exact ties and duplicate points, and on clouds of many leaves."""
+    import cma_builder.fps as fps
+
+    rng = np.random.default_rng(len(kind))
+    counts = np.array([3000, 1700, 257, 256, 1, 0])
+    if kind == "uniform":
+        pts = rng.random((6, 3000, 3))
+    elif kind == "grid-ties":  # many equal distances and repeated points
+        pts = rng.integers(0, 6, (6, 3000, 3)).astype(float)
+    elif kind == "rounded-normal":
+        pts = np.round(rng.normal(size=(6, 3000, 3)), 2)
+    else:  # a sphere's surface, like the back-projected views
+        d = rng.normal(size=(6, 3000, 3))
+        pts = d / np.linalg.norm(d, axis=2, keepdims=True) * 0.8
+    for k in (1, 64, 700):
+        dense = farthest_point_sampling_dense(pts, counts, k)
+        for leaf in (4, 37, fps.LEAF):
+            old, fps.LEAF = fps.LEAF, leaf
+            try:
+                assert (farthest_point_sampling(pts, counts, k) == dense).all(), (k, leaf)
+            finally:
+                fps.LEAF = old
+    if kind == "uniform":  # no near-ties: float32 agrees with the float64 textbook form
+        assert farthest_point_sampling(pts, counts, 50)[1].tolist() == fps_reference(pts[1, :1700], 50)
 
 
 def test_bounding_sphere_ignores_non_finite_vertices():
