@@ -172,10 +172,13 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
 @click.option("--eval-every", default=15, show_default=True, help="Epochs between scored checkpoints (for the plot).")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--random-seeds", default=5, show_default=True, help="Random inits (seeds SEED, SEED+1, ...) whose "
+              "SVM accuracy is reported as mean ± std.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @guarded
-def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, seed, device, progress) -> None:
+def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, seed, random_seeds, device,
+              progress) -> None:
     """Proof of learning: render the mini-ShapeNet, pretrain each method (CPU-sized), and compare
     linear-SVM and few-shot accuracy of each pretrained encoder with the same encoder at random init.
 
@@ -196,11 +199,11 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
     bad = [m for m in chosen if m not in METHODS]
     if bad or not chosen:
         raise TrainError(f"unknown method {bad[0] if bad else methods!r}: expected some of {', '.join(METHODS)}")
-    if epochs < 1 or eval_every < 1:
-        raise TrainError("--epochs and --eval-every must be positive")
+    if epochs < 1 or eval_every < 1 or random_seeds < 1:
+        raise TrainError("--epochs, --eval-every and --random-seeds must be positive")
     command = "pcssl-train benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     run_benchmark(out, chosen, data, per_category, epochs, eval_every, batch_size, seed,
-                  None if device == "auto" else device, progress, command.strip())
+                  None if device == "auto" else device, progress, command.strip(), random_seeds=random_seeds)
     click.echo(f"wrote {out / 'results.md'}, results.csv, results.json, accuracy.png")
 
 

@@ -333,8 +333,11 @@ def test_view_clouds_are_rotated_views_split_by_object(split_dataset):
 def test_benchmark_writes_table_json_csv_and_plot(split_dataset, tmp_path):
     out = tmp_path / "bench"
     r = run_benchmark(out, ["point-mae"], data=split_dataset, epochs=2, eval_every=1, batch_size=4,
-                      progress=False, command="pcssl-train benchmark (test)", ways=2, shots=2)
+                      progress=False, command="pcssl-train benchmark (test)", ways=2, shots=2, random_seeds=3)
     row = r["results"][0]
+    assert len(row["random_svm_views_seeds"]) == 3 and row["random_svm_views_seeds"][0] == row["random_svm_views"]
+    lo, hi = row["svm_views_difference_ci95"]
+    assert lo <= row["pretrained_svm_views"] - row["random_svm_views"] <= hi
     assert [h["epoch"] for h in row["history"]] == [0, 1, 2]
     assert row["history"][0]["svm_views"] == row["random_svm_views"]
     assert row["history"][-1]["svm_views"] == row["pretrained_svm_views"]
@@ -353,16 +356,34 @@ def test_benchmark_writes_table_json_csv_and_plot(split_dataset, tmp_path):
     assert again["results"][0]["pretrained_svm_views"] == row["pretrained_svm_views"]
 
 
+def test_paired_bootstrap_resamples_whole_objects():
+    from pcssl_train.eval.benchmark import paired_bootstrap
+
+    groups = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    right = np.ones(8, bool)
+    assert paired_bootstrap(right, right, groups) == (0.0, 0.0)
+    assert paired_bootstrap(right, ~right, groups) == (1.0, 1.0)
+    # a better only on object "a" (both views): the difference is 0 or a multiple of 1/4 of the objects
+    b = right.copy()
+    b[:2] = False
+    lo, hi = paired_bootstrap(right, b, groups, resamples=4000)
+    assert lo == 0.0 and 0.5 <= hi <= 0.75  # P(a drawn >= 2 of 4) ~ 26%, >= 3 of 4 ~ 5%
+    assert paired_bootstrap(right, b, groups, seed=1) == paired_bootstrap(right, b, groups, seed=1)
+
+
 def test_markdown_and_plot_from_results(tmp_path):
     rows = [{"method": m, "encoder": "point_transformer", "encoder_params": 440000, "epochs": 20, "seed": 0,
              "fewshot": "5-way 10-shot", "pretrained_svm_views": 0.9, "random_svm_views": 0.8,
              "pretrained_svm_views_all": 0.95, "random_svm_views_all": 0.97,
              "pretrained_fewshot_mean": 0.85, "pretrained_fewshot_std": 0.05, "random_fewshot_mean": 0.7,
              "random_fewshot_std": 0.04, "pretrained_svm_fused": 1.0, "random_svm_fused": 1.0, "pretrain_seconds": 60,
+             "svm_views_difference_ci95": (-0.05, 0.25), "random_svm_views_seeds": [0.8, 0.7, 0.9],
+             "random_svm_views_seeds_mean": 0.8, "random_svm_views_seeds_std": 0.0816,
              "history": [{"epoch": 0, "svm_views": 0.8}, {"epoch": 20, "svm_views": 0.9}]} for m in ("a", "b")]
     md = markdown(rows, {"command": "cmd", "dataset": "ds", "torch": "x", "evaluation": {
         "views": [1, 2, 3], "one_view": [1, 1], "fused": [4, 5, 6]}})
-    assert ("| a | point_transformer (0.44M) | 20 | **90.0** | 80.0 | **85.0 ± 5.0** | 70.0 ± 4.0 | 95.0 | **97.0** "
-            "| 100.0 | 100.0 | 60 |") in md
+    assert ("| a | point_transformer (0.44M) | 20 | **90.0** | 80.0 | +10.0 (-5.0, +25.0) | 80.0 ± 8.2 | **85.0 ± 5.0** "
+            "| 70.0 ± 4.0 | 95.0 | **97.0** | 100.0 | 100.0 | 60 |") in md
+    assert "random init, 3 seeds" in md
     plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000

@@ -92,16 +92,18 @@ def one_view_per_object(views: PointSet, seed: int = 0) -> np.ndarray:
     return np.array(sorted(int(rng.choice(v)) for v in objects.values()), dtype=np.int64)
 
 
-def _scores(spec, sets: dict, seed: int, full: bool = True, ways: int = 5, shots: int = 10) -> dict:
+def _scores(spec, sets: dict, seed: int, full: bool = True, ways: int = 5, shots: int = 10) -> tuple[dict, np.ndarray]:
     """``svm_views``: linear SVM trained (and C chosen) on one view per object, scored on every test
     view; with ``full`` also ``svm_views_all`` (trained on every view), ``svm_fused`` and N-way K-shot
-    (support: distinct training objects, one view each; queries: test views)."""
+    (support: distinct training objects, one view each; queries: test views). Also returns which
+    test views the ``svm_views`` SVM got right (for the paired bootstrap)."""
     enc = spec.build(seed)
     tr, va, te = sets["views"]
     sel_tr, sel_va = sets["one_view"]
     f = [extract_features(enc, s.points) for s in (tr, va, te)]
-    out = {"svm_views": linear_svm(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, f[1][sel_va], va.labels[sel_va],
-                                   seed=seed)["test_accuracy"]}
+    svm = linear_svm(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, f[1][sel_va], va.labels[sel_va], seed=seed,
+                     predictions=True)
+    out = {"svm_views": svm["test_accuracy"]}
     if full:
         out["svm_views_all"] = linear_svm(f[0], tr.labels, f[2], te.labels, f[1], va.labels, seed=seed)["test_accuracy"]
         fs = few_shot(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, ways=ways, shots=shots, trials=10, queries=20,
@@ -110,12 +112,25 @@ def _scores(spec, sets: dict, seed: int, full: bool = True, ways: int = 5, shots
         ftr, fva, fte = sets["fused"]
         g = [extract_features(enc, s.points) for s in (ftr, fva, fte)]
         out["svm_fused"] = linear_svm(g[0], ftr.labels, g[2], fte.labels, g[1], fva.labels, seed=seed)["test_accuracy"]
-    return out
+    return out, svm["predictions"] == te.labels
+
+
+def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, groups: list[str], resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of accuracy(a) - accuracy(b) on the same test samples, resampling
+    whole groups (test objects: their views are not independent) with replacement."""
+    _, inv = np.unique(np.asarray(groups), return_inverse=True)
+    diff = np.bincount(inv, weights=correct_a.astype(float) - correct_b.astype(float))
+    size = np.bincount(inv).astype(float)
+    draws = np.random.default_rng(seed).integers(0, len(diff), (resamples, len(diff)))
+    lo, hi = np.percentile(diff[draws].sum(1) / size[draws].sum(1), [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_category: int = 48, epochs: int = 60,
                   eval_every: int = 15, batch_size: int = 16, seed: int = 0, device: str | None = None,
-                  progress: bool = True, command: str = "", ways: int = 5, shots: int = 10) -> dict:
+                  progress: bool = True, command: str = "", ways: int = 5, shots: int = 10,
+                  random_seeds: int = 5) -> dict:
     from ..engine.config import load_config
     from ..engine.trainer import pretrain
 
@@ -141,18 +156,25 @@ def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_cate
         seconds, final_loss = (json.loads(timing.read_text())[k] for k in ("seconds", "loss"))
         final = load_spec(run)
         random_init = final.random_init()
-        rand = _scores(random_init, sets, seed, ways=ways, shots=shots)
+        rand, rand_correct = _scores(random_init, sets, seed, ways=ways, shots=shots)
+        others = [_scores(random_init, sets, s, False)[0]["svm_views"] for s in range(seed + 1, seed + random_seeds)]
         history = [{"epoch": 0, **rand}]
         for e in range(eval_every, epochs, eval_every):
-            history.append({"epoch": e, **_scores(load_spec(run, str(e)), sets, seed, False)})
-        pre = _scores(final, sets, seed, ways=ways, shots=shots)
+            history.append({"epoch": e, **_scores(load_spec(run, str(e)), sets, seed, False)[0]})
+        pre, pre_correct = _scores(final, sets, seed, ways=ways, shots=shots)
         history.append({"epoch": final.epoch, **pre})
+        objects = [i.rsplit("/", 1)[0] for i in sets["views"][2].ids]
+        seeds_acc = [rand["svm_views"], *others]
         row = {"method": method, "epochs": epochs, "seed": seed, "steps": done["step"],
                "encoder": final.name, "encoder_params": sum(p.numel() for p in final.build(seed).parameters()),
                "pretrain_seconds": round(seconds, 1), "final_loss": final_loss,
                **{f"pretrained_{k}": v for k, v in pre.items()}, **{f"random_{k}": v for k, v in rand.items()},
-               "fewshot": f"{ways}-way {shots}-shot", "history": history}
+               "fewshot": f"{ways}-way {shots}-shot",
+               "svm_views_difference_ci95": paired_bootstrap(pre_correct, rand_correct, objects, seed=seed),
+               "random_svm_views_seeds": seeds_acc, "random_svm_views_seeds_mean": float(np.mean(seeds_acc)),
+               "random_svm_views_seeds_std": float(np.std(seeds_acc)), "history": history}
         row["beats_random_init"] = bool(row["pretrained_svm_views"] > row["random_svm_views"])
+        row["beats_random_seeds_mean"] = bool(row["pretrained_svm_views"] > row["random_svm_views_seeds_mean"])
         results.append(row)
         print(f"{method}: SVM (views) {row['pretrained_svm_views']:.3f} pretrained vs {row['random_svm_views']:.3f} "
               f"random init", file=sys.stderr)
@@ -166,7 +188,8 @@ def write_results(out: Path, results: list[dict], data: Path, command: str, sets
     meta = {"command": command, "dataset": str(data), "torch": torch.__version__,
             "evaluation": {k: [len(s) for s in v] for k, v in sets.items()}}  # one_view: train, val
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    flat = [{k: v for k, v in r.items() if k != "history"} for r in results]
+    flat = [{k: " ".join(format(x, ".4f") for x in v) if isinstance(v, (list, tuple)) else v
+             for k, v in r.items() if k != "history"} for r in results]
     with open(out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, list(flat[0]))
         w.writeheader()
@@ -197,17 +220,24 @@ def markdown(results: list[dict], meta: dict) -> str:
              f"Dataset {meta['dataset']}; torch {meta['torch']}. Evaluation clouds (train/val/test): single views "
              f"{'/'.join(map(str, n['views']))} (one per object for training: {one[0]}/{one[1]}), fused "
              f"{'/'.join(map(str, n['fused']))}.", "",
-             f"| method | encoder | epochs | SVM, 1 view per object: pretrained | random init | {fs}: pretrained "
-             f"| random init | SVM, all views: pretrained | random init | SVM, fused: pretrained | random init "
-             f"| pretrain s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| method | encoder | epochs | SVM, 1 view per object: pretrained | random init | difference (95% CI) "
+             f"| random init, {len(results[0]['random_svm_views_seeds']) if results else '?'} seeds "
+             f"| {fs}: pretrained | random init | SVM, all views: pretrained | random init | SVM, fused: pretrained "
+             f"| random init | pretrain s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         secs = "-" if r["pretrain_seconds"] is None else format(r["pretrain_seconds"], ".0f")
+        lo, hi = r["svm_views_difference_ci95"]
+        diff = f"{100 * (r['pretrained_svm_views'] - r['random_svm_views']):+.1f} ({100 * lo:+.1f}, {100 * hi:+.1f})"
+        seeds = f"{_pct(r['random_svm_views_seeds_mean'])} ± {_pct(r['random_svm_views_seeds_std'])}"
         lines.append(f"| {r['method']} | {r['encoder']} ({r['encoder_params'] / 1e6:.2f}M) | {r['epochs']} | "
-                     f"{_pair(r, 'svm_views')} | {_pair(r, 'fewshot_mean')} | {_pair(r, 'svm_views_all')} | "
-                     f"{_pair(r, 'svm_fused')} | {secs} |")
+                     f"{_pair(r, 'svm_views')} | {diff} | {seeds} | {_pair(r, 'fewshot_mean')} | "
+                     f"{_pair(r, 'svm_views_all')} | {_pair(r, 'svm_fused')} | {secs} |")
     lines += ["", "Test accuracy in % (few-shot: mean ± std over 10 trials); the better of each pair in bold; "
-              "seed " + ", ".join(sorted({str(r["seed"]) for r in results})) + "."]
+              "seed " + ", ".join(sorted({str(r["seed"]) for r in results})) + ". Difference: pretrained minus "
+              "random init on the same test views, with a 95% paired bootstrap interval over test objects (2000 "
+              "resamples). Random init, N seeds: the same architecture initialized with seeds seed..seed+N-1 "
+              "(mean ± std)."]
     return "\n".join(lines) + "\n"
 
 

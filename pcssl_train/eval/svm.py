@@ -54,8 +54,9 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 def linear_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                val_x: np.ndarray | None = None, val_y: np.ndarray | None = None, c_grid=C_GRID,
-               val_fraction: float = 0.2, seed: int = 0) -> dict:
-    """Test accuracy of a linear SVM with C chosen on validation data; see the module docstring."""
+               val_fraction: float = 0.2, seed: int = 0, predictions: bool = False) -> dict:
+    """Test accuracy of a linear SVM with C chosen on validation data; see the module docstring.
+    ``predictions``: also return the predicted test labels (``"predictions"``, an array)."""
     if len(np.unique(train_y)) < 2:
         raise TrainError("linear SVM needs at least 2 classes in the training set")
     if val_x is None or val_y is None or len(val_y) == 0:
@@ -68,7 +69,11 @@ def linear_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
     best = max(scores, key=lambda c: (scores[c], -c))  # ties: the smaller C (stronger regularization)
     tx_s, te_s = standardize(train_x, test_x)
     clf = _fit(tx_s, train_y, best, seed)
-    return {"protocol": "svm", "test_accuracy": accuracy(clf.predict(te_s), test_y), "C": best,
-            "val_accuracy": scores[best], "val_scores": scores, "val_source": val_source,
-            "train_size": int(len(train_y)), "val_size": int(len(vy)), "test_size": int(len(test_y)),
-            "feature_dim": int(train_x.shape[1])}
+    pred = clf.predict(te_s)
+    out = {"protocol": "svm", "test_accuracy": accuracy(pred, test_y), "C": best,
+           "val_accuracy": scores[best], "val_scores": scores, "val_source": val_source,
+           "train_size": int(len(train_y)), "val_size": int(len(vy)), "test_size": int(len(test_y)),
+           "feature_dim": int(train_x.shape[1])}
+    if predictions:
+        out["predictions"] = np.asarray(pred)
+    return out
