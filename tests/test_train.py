@@ -4,6 +4,7 @@ after SIGKILL; DDP with 2 gloo processes; export; parameter counts; one-line err
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,10 @@ def test_method_trains_with_decreasing_loss(name, rendered, tmp_path):
     assert all(map(torch.isfinite, torch.tensor(losses)))
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.8 * first, (name, losses)
+    speed = json.loads((tmp_path / "run" / "throughput.json").read_text())
+    assert speed["epochs_timed"] == 12 and speed["global_batch"] == 4 and speed["device"] == "cpu"
+    assert speed["samples_per_s"] == sorted(speed["samples_per_s_per_epoch"][1:])[5]  # median without epoch 1
+    assert speed["peak_memory_mb"] > 50
 
 
 def cli_pretrain(data, run, *extra, env=None):

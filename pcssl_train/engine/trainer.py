@@ -3,9 +3,11 @@ a checkpoint every epoch with exact resume (model, optimizer, scheduler, RNG, ep
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -148,6 +150,9 @@ class Trainer:
         log_every, kill_at = cfg["train"]["log_every"], int(os.environ.get(KILL_AT_STEP, "0"))
         log = MetricsLog(self.run, self.step, cfg["train"]["tensorboard"]) if info.main else None
         last: dict = {}
+        rates: list[float] = []  # samples/s of each epoch of this call (all processes together)
+        if info.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(info.device)
         try:
             while self.epoch < epochs:
                 self.sampler.set_epoch(self.epoch)
@@ -184,6 +189,9 @@ class Trainer:
                                    "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                                    "seconds": round(time.perf_counter() - t0, 3)})
                 bar.close()
+                if info.device.type == "cuda":
+                    torch.cuda.synchronize(info.device)
+                rates.append(self.steps_per_epoch * self.batch * info.world_size / (time.perf_counter() - t0))
                 self.epoch += 1
                 self.save()
                 n = max(1, self.steps_per_epoch)
@@ -191,11 +199,35 @@ class Trainer:
                 mean = float(distributed.all_reduce_mean(torch.tensor(last.get("loss", float("nan"))), info))
                 if info.main:
                     print(f"epoch {self.epoch}/{epochs}: loss {mean:.5g}, lr "
-                          f"{self.optimizer.param_groups[0]['lr']:.3g}, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                          f"{self.optimizer.param_groups[0]['lr']:.3g}, {time.perf_counter() - t0:.1f} s, "
+                          f"{rates[-1]:.1f} samples/s", file=sys.stderr)
         finally:
             if log is not None:
                 log.close()
+        if rates and info.main:
+            self._write_throughput(rates)
         return {"epoch": self.epoch, "step": self.step, **last}
+
+    def _write_throughput(self, rates: list[float]) -> None:
+        """run/throughput.json: samples/s of this call's epochs (the median leaves out the first,
+        which pays start-up and compilation, when there are more) and peak memory."""
+        info = self.info
+        if info.device.type == "cuda":
+            memory, kind = torch.cuda.max_memory_allocated(info.device) / 2 ** 20, "torch.cuda.max_memory_allocated"
+        else:
+            import resource
+
+            memory, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+        steady = rates[1:] if len(rates) > 1 else rates
+        record = {"device": torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else "cpu",
+                  "world_size": info.world_size, "global_batch": self.batch * info.world_size,
+                  "amp": "bf16" if self.amp else "fp32", "compile": bool(self.cfg["train"]["compile"]),
+                  "epochs_timed": len(rates), "samples_per_s_per_epoch": [round(r, 2) for r in rates],
+                  "samples_per_s": round(float(statistics.median(steady)), 2),
+                  "peak_memory_mb": round(memory, 1), "memory": kind + " (rank 0)", "epoch": self.epoch}
+        tmp = self.run / "throughput.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, self.run / "throughput.json")
 
     def close(self) -> None:
         distributed.teardown(self.info)
