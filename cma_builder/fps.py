@@ -10,8 +10,8 @@ the distance of points nearer to it than their current distance; a leaf whose bo
 its largest distance away from the sample therefore cannot change and is skipped. The box
 distance is a lower bound even after float rounding (subtraction, squaring and addition are
 monotone), so skipping never changes a result. Once a few hundred points are chosen only the
-leaves around each new sample are touched: about 10x less work than the dense form on a
-224 px view (docs/PERFORMANCE.md).
+leaves around each new sample are touched: about 8x faster than the dense form on 224 px views
+(docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
