@@ -12,6 +12,10 @@ class PerturbationLoss(nn.Module):
 
     ``rec="delta"``: the head predicts clean - perturbed per point, MSE (SeRP delta-learning).
     ``rec="cd"``: the head predicts clean coordinates, Chamfer-L2 to the clean cloud (cd-l2 learning).
+
+    Also returned, to tell whether the pretext is learned at all: ``cls_acc_chance`` (the accuracy
+    of calling every point unperturbed) and, for "delta", ``rec_zero`` (the MSE of predicting no
+    shift).
     """
 
     def __init__(self, rec: str = "delta", alpha_cls: float = 0.001, alpha_rec: float = 1.5):
@@ -29,5 +33,8 @@ class PerturbationLoss(nn.Module):
         else:
             rec = self.chamfer(rec_out, clean)
         accuracy = (logits.argmax(1) == perturbed).float().mean()
-        return {"loss": self.alpha_cls * cls + self.alpha_rec * rec, "cls": cls, "rec": rec,
-                "cls_acc": accuracy.detach()}
+        out = {"loss": self.alpha_cls * cls + self.alpha_rec * rec, "cls": cls, "rec": rec,
+               "cls_acc": accuracy.detach(), "cls_acc_chance": 1 - perturbed.float().mean()}
+        if self.rec == "delta":  # what predicting "no shift" scores: rec below it means the shifts are learned
+            out["rec_zero"] = (clean - noisy).float().pow(2).mean()
+        return out

@@ -1,5 +1,9 @@
 """SeRP-PointNet (Garg & Chaudhary, section 3.2): PointNet on the perturbed cloud; per-point features
-from [local ; global] through 4 layers (-> 128); heads classify perturbed points and reconstruct them."""
+from [local ; global] through 4 layers (-> 128); heads classify perturbed points and reconstruct them.
+
+With the feature T-Net on, PointNet's orthogonality regularizer is added (``feature_reg`` x
+``||I - A A^T||_F``, 0.001 as PointNet trains): without it the 64x64 transform drifts far from
+orthogonal while the pretext gives little signal."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import PerturbationLoss
-from ..models.pointnet import PointNetEncoder
+from ..models.pointnet import PointNetEncoder, feature_transform_regularizer
 from .base import Method
 from .perturb import perturb_patches
 
@@ -22,7 +26,7 @@ class SeRPPointNet(Method):
 
     def __init__(self, rec: str = "delta", alpha_cls: float = 0.001, alpha_rec: float = 1.5,
                  input_transform: bool = True, feature_transform: bool = True, perturb_patches: int = 20,
-                 perturb_points: int = 20, perturb_sigma: float = 0.03):
+                 perturb_points: int = 20, perturb_sigma: float = 0.03, feature_reg: float = 0.001):
         super().__init__()
         self.encoder_cfg = dict(input_transform=input_transform, feature_transform=feature_transform)
         self.perturb = dict(num_patches=perturb_patches, patch_size=perturb_points, sigma=perturb_sigma)
@@ -32,6 +36,7 @@ class SeRPPointNet(Method):
         self.cls_head = nn.Conv1d(128, 2, 1)
         self.rec_head = nn.Conv1d(128, 3, 1)
         self.loss = PerturbationLoss(rec, alpha_cls, alpha_rec)
+        self.feature_reg = feature_reg
 
     def forward(self, batch):
         clean = batch["points"]
@@ -40,6 +45,9 @@ class SeRPPointNet(Method):
         local, glob = out["local"], out["global_feat"]
         feats = self.point_features(torch.cat([local, glob.unsqueeze(2).expand(-1, -1, local.shape[2])], dim=1))
         terms = self.loss(self.cls_head(feats), self.rec_head(feats).transpose(1, 2), perturbed, noisy, clean)
+        if self.feature_reg and out["feat_transform"] is not None:
+            terms["feat_reg"] = feature_transform_regularizer(out["feat_transform"].float())
+            terms["loss"] = terms["loss"] + self.feature_reg * terms["feat_reg"]
         return {k: (v if k == "loss" else v.detach()) for k, v in terms.items()}
 
     def encoder_export(self):
