@@ -2,6 +2,7 @@
 retries when an actor dies, failures recorded, joining a running cluster."""
 
 import os
+import socket
 import subprocess
 
 import numpy as np
@@ -52,11 +53,20 @@ def test_ray_retries_objects_whose_actor_died_and_records_the_rest(tree_copy, tm
     assert "9 rendered, 3 failed" in proc.stdout
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_ray_joins_a_running_cluster(synth_tree, tmp_path):
+    """A head started by hand on its own port (not 6379: a local cluster of an earlier test may still
+    be shutting down there), found by --ray-address auto."""
     ray_bin = BIN / "ray"
     env = dict(os.environ, **RAY_ENV)
-    start = subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "4", "--include-dashboard=false",
-                            "--disable-usage-stats"],
+    port = free_port()
+    start = subprocess.run([str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "4",
+                            "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, env=env, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
     try:
