@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import CmaError
 
 LIST_SEP = ";"
@@ -72,17 +71,11 @@ def write_manifest(rows: list[ManifestRow], path: Path) -> Path:
     """Write rows sorted by (synset, model) to ``path`` atomically (complete file or none)."""
     path = Path(path)
     check_target(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(COLUMNS)
-            for row in sorted(rows, key=lambda r: r.key):
-                writer.writerow([_cell(getattr(row, c)) for c in COLUMNS])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for row in sorted(rows, key=lambda r: r.key):
+            writer.writerow([_cell(getattr(row, c)) for c in COLUMNS])
     return path
 
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import CmaError
+from .scratch import make_scratch, remove_stale
 from .settings import RenderOptions, RenderSettings
 from .workers import STARTUP_TIMEOUT, Outcome
 
+SCRATCH_PREFIX = "cma-ray-"
 RETRIES = 1  # extra attempts for an object whose actor died while rendering it
 FORWARDED_ENV = ("CMA_FAULTS", "CMA_FAULTS_STATE")  # test hooks reach the actors on every node
 
@@ -34,8 +34,8 @@ class RenderActor:
         from blender_scripts.scene import Scene  # imports bpy: once per actor
 
         settings = RenderSettings.from_dict(setup["settings"])
-        _remove_stale_scratch()
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"cma-ray-{os.getpid()}-", dir=_scratch_parent()))
+        remove_stale(SCRATCH_PREFIX)  # of actors that died without cleaning up
+        self.scratch = make_scratch(SCRATCH_PREFIX)
         self.settings = settings
         self.scene = Scene(settings, setup["device"], setup["threads"], self.scratch)
 
@@ -57,22 +57,6 @@ class RenderActor:
         result = render_object(self.scene, self.settings, task)
         result["rss_mb"] = rss_mb()
         return result
-
-
-def _scratch_parent() -> str | None:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-def _remove_stale_scratch() -> None:
-    """Scratch folders of actors that died without cleaning up (their pid is gone)."""
-    parent = Path(_scratch_parent() or tempfile.gettempdir())
-    for d in parent.glob("cma-ray-*-*"):
-        try:
-            pid = int(d.name.split("-")[2])
-        except (IndexError, ValueError):
-            continue
-        if not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

@@ -9,11 +9,11 @@ reported as failed with the reason and the run goes on. A worker is also replace
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import CmaError
+from .scratch import make_scratch, remove_stale
 from .settings import RenderOptions, RenderSettings
 
 STARTUP_TIMEOUT = 180.0
@@ -39,9 +40,32 @@ class Outcome:
     rss_mb: float = 0.0  # the worker's resident memory after this object
 
 
-def _scratch_root() -> Path:
-    shm = Path("/dev/shm")
-    return Path(tempfile.mkdtemp(prefix="cma-render-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+SCRATCH_PREFIX = "cma-render-"
+# Blender 5 prefixes its log lines with the time and a channel: "00:00.598  render    | Saved: '...'"
+_LOG_PREFIX = re.compile(r"^\d+:\d+(?::\d+)?\.\d+\s+\S+\s+\|\s?")
+_CHATTER = ("Fra:", "Saved:", "Time:", "OBJ import of", "Read blend:", "Blender quit", "Writing:")
+
+
+_ERROR = re.compile(r"error|exception|fatal|abort|assert|segmentation|out of memory|killed", re.I)
+
+
+def crash_detail(text: str) -> str:
+    """What a dead worker's log says about why: its last error-like line (Blender's "Error: ...",
+    Python's "Fatal Python error: ..."), else its last line that is not chatter."""
+    lines = log_lines(text)
+    errors = [line for line in lines if _ERROR.search(line)]
+    return (errors or lines or [""])[-1][:300]
+
+
+def log_lines(text: str) -> list[str]:
+    """A worker log's lines that say something: Blender's time/channel prefix stripped, progress
+    and file-written chatter dropped."""
+    out = []
+    for line in text.splitlines():
+        line = _LOG_PREFIX.sub("", line.strip()).strip()
+        if line and not line.startswith(_CHATTER):
+            out.append(line)
+    return out
 
 
 def _death(code: int | None) -> str:
@@ -81,13 +105,14 @@ class Worker:
         self.count = 0
         self.rss_mb = 0.0
 
-    def log_tail(self, lines: int = 3) -> str:
+    def log_text(self) -> str:
         try:
-            text = self.log_path.read_text("utf-8", errors="replace").strip().splitlines()
+            return self.log_path.read_text("utf-8", errors="replace")
         except OSError:
             return ""
-        useful = [l.strip() for l in text if l.strip() and not l.startswith(("Fra:", "Saved:", " Time:"))]
-        return " | ".join(useful[-lines:])
+
+    def log_tail(self, lines: int = 3) -> str:
+        return " | ".join(log_lines(self.log_text())[-lines:])
 
     def send(self, task: dict, timeout: float) -> None:
         self.task = task
@@ -122,7 +147,8 @@ class WorkerPool:
     def __init__(self, settings: RenderSettings, options: RenderOptions):
         self.options = options
         self.setup = {"settings": settings.to_dict(), "device": options.device, "threads": options.threads_per_worker}
-        self.scratch = _scratch_root()
+        remove_stale(SCRATCH_PREFIX)  # left by runs that were killed
+        self.scratch = make_scratch(SCRATCH_PREFIX)
         self.workers: list[Worker] = []
         self._started = 0
         self._start_failures = 0
@@ -204,7 +230,7 @@ class WorkerPool:
         except (EOFError, OSError):
             w.proc.wait()
             reason = _death(w.proc.returncode)
-            tail = w.log_tail(1)
+            tail = crash_detail(w.log_text())
             self._replace(w)
             if not w.started:  # it died before reading this task: not the task's fault
                 requeued.append(task)
