@@ -6,8 +6,13 @@
   pass (1 sample, 0.01 px pixel filter, no bounces) whose depth, normal and coverage are exact
   point samples at the pixel centers. ``pass_alpha_threshold = 0`` keeps transparent surfaces
   (MTL ``d < 1``) in depth and mask.
+- The OBJ is imported without Blender's mesh validation, whose removal of duplicate faces keeps
+  a copy chosen by a parallel sort (a different one from run to run: double-sided ShapeNet
+  models then render differently each time). Instead faces at identical vertex positions are
+  removed here keeping the first in file order, and only then is the mesh validated.
 - The OBJ's own vertex normals are discarded and recomputed (smooth, split at 30 degrees).
 - Missing or unreadable textures are unlinked and replaced by a neutral gray, with a warning.
+- Light rig and exposure: cma_builder.exposure (the RGB is tone-mapped and composited there).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from blender_scripts.exr import read_exr
 from cma_builder import faults
 from cma_builder.cameras import blender_matrix_world
+from cma_builder.exposure import AMBIENT, FILL_SUN, KEY_SUN, SUN_ANGLE_DEG, composite
 from cma_builder.settings import RenderSettings
 
 NEUTRAL_GRAY = (0.6, 0.6, 0.6, 1.0)
@@ -31,21 +37,44 @@ BACKGROUND_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
 DATA_FILTER_WIDTH = 0.01  # Cycles' minimum: samples at the pixel center
 SMOOTH_ANGLE = 30.0  # degrees; sharper edges stay sharp in the recomputed shading normals
 RGB_FILTER_WIDTH = 1.5
-# Light rig in the OBJ frame (Y up, -Z front): a key sun from the upper front-left, a weaker
-# fill from the upper back-right, and uniform ambient light from the world.
-KEY_SUN = ((-0.5, 0.8, -0.6), 3.0)
-FILL_SUN = ((0.6, 0.4, 0.7), 1.0)
-AMBIENT = 0.6
 
 
-def srgb_encode(linear: np.ndarray) -> np.ndarray:
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+def dedupe_faces(mesh) -> int:
+    """Remove faces whose vertex positions equal an earlier face's (any order or winding),
+    keeping the first in file order. Returns how many were removed."""
+    n = len(mesh.polygons)
+    if n < 2:
+        return 0
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    co = co.reshape(-1, 3)
+    start, total = np.empty(n, np.int64), np.empty(n, np.int64)
+    mesh.polygons.foreach_get("loop_start", start)
+    mesh.polygons.foreach_get("loop_total", total)
+    corner_vertex = np.empty(len(mesh.loops), np.int64)
+    mesh.loops.foreach_get("vertex_index", corner_vertex)
+    drop = []
+    for size in np.unique(total):
+        faces = np.nonzero(total == size)[0]
+        pos = co[corner_vertex[start[faces][:, None] + np.arange(size)]]  # (faces, size, 3)
+        order = np.lexsort(pos.transpose(2, 0, 1)[::-1], axis=-1)  # each face's corners sorted by (x, y, z)
+        key = np.ascontiguousarray(np.take_along_axis(pos, order[..., None], axis=1)).reshape(len(faces), -1)
+        _, first = np.unique(key.view(np.dtype((np.void, key.dtype.itemsize * key.shape[1])))[:, 0],
+                             return_index=True)  # first occurrence of each key, in face order
+        keep = np.zeros(len(faces), bool)
+        keep[first] = True
+        drop.append(faces[~keep])
+    drop = np.sort(np.concatenate(drop))
+    if len(drop):
+        import bmesh
 
-
-def srgb_decode(srgb: np.ndarray) -> np.ndarray:
-    srgb = np.asarray(srgb, dtype=np.float64)
-    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+        bm = bmesh.new()
+        bm.from_mesh(mesh)
+        bm.faces.ensure_lookup_table()
+        bmesh.ops.delete(bm, geom=[bm.faces[int(i)] for i in drop], context="FACES_ONLY")
+        bm.to_mesh(mesh)
+        bm.free()
+    return int(len(drop))
 
 
 def _enable_gpu() -> str:
@@ -104,7 +133,7 @@ class Scene:
         for name, (direction, strength) in (("key", KEY_SUN), ("fill", FILL_SUN)):
             light = bpy.data.objects.new(name, bpy.data.lights.new(name, "SUN"))
             light.data.energy = strength
-            light.data.angle = math.radians(10)
+            light.data.angle = math.radians(SUN_ANGLE_DEG)
             light.rotation_euler = mathutils.Vector(direction).to_track_quat("Z", "Y").to_euler()
             sc.collection.objects.link(light)
         camera = bpy.data.cameras.new("camera")
@@ -120,12 +149,20 @@ class Scene:
         """Import one OBJ (replacing the previous one); returns warnings."""
         self.clear()
         before = set(bpy.data.objects)
-        result = bpy.ops.wm.obj_import(filepath=obj_path, forward_axis="Y", up_axis="Z")
-        self.objects = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+        result = bpy.ops.wm.obj_import(filepath=obj_path, forward_axis="Y", up_axis="Z", validate_meshes=False)
+        self.objects = sorted((o for o in bpy.data.objects if o not in before and o.type == "MESH"),
+                              key=lambda o: o.name)
         if "FINISHED" not in result or not self.objects or not any(len(o.data.polygons) for o in self.objects):
             raise RuntimeError("Blender imported no faces from the OBJ")
         for o in self.objects:
+            dedupe_faces(o.data)
+            o.data.validate(verbose=False, clean_customdata=False)
             self._recompute_normals(o.data)
+        if not any(len(o.data.polygons) for o in self.objects):
+            raise RuntimeError("Blender imported no valid faces from the OBJ")
+        # A fresh Cycles session per object: no state of earlier objects carries into this one.
+        self.scene.render.use_persistent_data = False
+        self.scene.render.use_persistent_data = True
         return self._fix_materials()
 
     @staticmethod
@@ -171,6 +208,23 @@ class Scene:
             parts.append(co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3])
         return np.concatenate(parts) if parts else np.zeros((0, 3))
 
+    def triangles(self) -> tuple[np.ndarray, np.ndarray]:
+        """The surfaces Cycles renders, as world (= OBJ frame) vertices (N, 3) float64 and
+        triangles (T, 3) int64 (Blender's own triangulation of every face)."""
+        verts, tris, offset = [], [], 0
+        for o in self.objects:
+            mesh = o.data
+            mesh.calc_loop_triangles()
+            co = np.empty(len(mesh.vertices) * 3, np.float32)
+            mesh.vertices.foreach_get("co", co)
+            m = np.array(o.matrix_world)
+            verts.append(co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3])
+            t = np.empty(len(mesh.loop_triangles) * 3, np.int64)
+            mesh.loop_triangles.foreach_get("vertices", t)
+            tris.append(t.reshape(-1, 3) + offset)
+            offset += len(mesh.vertices)
+        return np.concatenate(verts), np.concatenate(tris)
+
     def clear(self) -> None:
         """Remove the object and everything it brought (meshes, materials, images)."""
         for o in self.objects:
@@ -212,7 +266,6 @@ class Scene:
                "mask": np.zeros((V, R, R), bool)}
         if self.settings.normals:
             out["normal"] = np.zeros((V, R, R, 3), np.float16)
-        background = srgb_decode(self.settings.background)
         passes = [("rgb", True), ("data", False)] if self.settings.antialias else [("both", True)]
         for kind, rgb in passes:
             self._configure(rgb)
@@ -221,9 +274,7 @@ class Scene:
                 layer = "ViewLayer."
                 if kind in ("rgb", "both"):
                     premult = np.stack([ch[layer + f"Combined.{c}"] for c in "RGB"], axis=-1)
-                    alpha = ch[layer + "Combined.A"][..., None]
-                    linear = premult + (1.0 - alpha) * background
-                    out["rgb"][k] = np.rint(srgb_encode(linear) * 255.0).astype(np.uint8)
+                    out["rgb"][k] = composite(premult, ch[layer + "Combined.A"], self.settings.background)
                 if kind in ("data", "both"):
                     z = ch[layer + "Depth.Z"]
                     mask = z < BACKGROUND_DEPTH

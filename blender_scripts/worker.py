@@ -10,6 +10,7 @@ dict; the worker answers {"type": "ready"}; then each task dict is answered with
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import time
 import traceback
@@ -21,12 +22,24 @@ from cma_builder import faults
 from cma_builder.cameras import blender_matrix_world, camera_rig
 from cma_builder.geometry import bounding_sphere
 from cma_builder.pointmaps import point_maps
+from cma_builder.raycast import MeshRaycaster
 from cma_builder.settings import RenderSettings
 
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _timed(first_hit, timings: dict):
+    """first_hit, adding its seconds to timings['raycast']."""
+    def timed(origins, directions):
+        t = time.perf_counter()
+        try:
+            return first_hit(origins, directions)
+        finally:
+            timings["raycast"] += time.perf_counter() - t
+    return timed
 
 
 def render_object(scene, settings: RenderSettings, task: dict) -> dict:
@@ -51,9 +64,14 @@ def render_object(scene, settings: RenderSettings, task: dict) -> dict:
         timings["decode"] = t2 - t1 - scene.render_seconds  # reading the EXRs, compositing the RGB
         if not images["mask"].any():
             raise RuntimeError("the object covers no pixel in any view")
+        t3 = time.perf_counter()
+        raycaster = MeshRaycaster(*scene.triangles(), threads=scene.threads)
+        timings["raycast"] = time.perf_counter() - t3  # building it; casting is timed inside point_maps
         maps = point_maps(images["depth"], images["mask"], K, w2c, settings.view_points, settings.fused_points,
-                          settings.visibility_tolerance * diagonal, threads=scene.threads)
-        timings["backproject"] = time.perf_counter() - t2
+                          _timed(raycaster.first_hit, timings), settings.visibility_tolerance * diagonal,
+                          threads=scene.threads)
+        timings["backproject"] = time.perf_counter() - t3 - timings["raycast"]
+
         arrays = {**images, **maps, "K": K, "world_to_cam": w2c,
                   "blender_matrix_world": np.stack([blender_matrix_world(m) for m in w2c]),
                   "bounding_sphere": np.array([*center, radius]), "diagonal": np.float64(diagonal)}
@@ -93,6 +111,7 @@ def main() -> None:
     ap.add_argument("--fd-in", type=int, required=True)
     ap.add_argument("--fd-out", type=int, required=True)
     args = ap.parse_args()
+    faulthandler.enable()  # a crash leaves "Fatal Python error: ..." and the Python stack in the worker log
     conn_in, conn_out = Connection(args.fd_in, writable=False), Connection(args.fd_out, readable=False)
     try:
         serve(conn_in, conn_out)

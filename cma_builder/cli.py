@@ -157,8 +157,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--normals/--no-normals", default=False, show_default=True, help="Also store surface normals.")
 @click.option("--view-points", default=2048, show_default=True, type=int, help="Points per per-view cloud (FPS).")
 @click.option("--fused-points", default=8192, show_default=True, type=int, help="Points in the fused cloud (FPS).")
-@click.option("--visibility-tolerance", default=0.01, show_default=True, type=float,
-              help="Depth-test slack for fused_visible, as a fraction of the bounding-box diagonal.")
+@click.option("--visibility-tolerance", default=1e-4, show_default=True, type=float,
+              help="fused_visible: a surface this close before a point (along its camera ray, as a fraction of "
+                   "the bounding-box diagonal) still counts as the point's own.")
 @click.option("--workers", type=int, help="Persistent Blender worker processes, each rendering with at least 2 "
               "threads [default: CPU count / 2; with --ray-address: one actor per 2 CPUs of the cluster].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -33,7 +32,9 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from . import __version__, faults
+from .atomic import atomic_write
 from .errors import CmaError
+from .exposure import AMBIENT, FILL_SUN, KEY_SUN, TONE_KNEE
 from .settings import RenderSettings
 from .taxonomy import Taxonomy
 
@@ -43,8 +44,8 @@ _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 # name: (per-object shape, dtype, chunk per view?, description, value where there is no data)
 ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
-    "rgb": ("V,H,W,3", "uint8", True, "sRGB color, anti-aliased RGB pass (1.5 px filter) unless settings.antialias is false",
-            "the background color where mask is false"),
+    "rgb": ("V,H,W,3", "uint8", True, "sRGB color, anti-aliased RGB pass (1.5 px filter) unless settings.antialias is "
+            "false; tone curve of conventions.color", "the background color where mask is false"),
     "depth": ("V,H,W", "float32", True, "planar depth: camera-frame z of the first surface at the pixel center, OBJ units",
               "0 where mask is false"),
     "mask": ("V,H,W", "bool", True, "a surface (transparent ones included) covers the pixel center", "-"),
@@ -65,8 +66,9 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
     "fused_point_count": ("", "int32", False, "distinct points in fused_points", "-"),
     "fused_pixels": ("F,V,2", "float32", False, "projection (v, u) of each fused point into each view (continuous)",
                      "NaN or any value behind the camera; check fused_visible"),
-    "fused_visible": ("F,V", "bool", False, "depth test: one of the 4 pixel centers around the projection is inside "
-                      "the image, in the mask, and point z - its depth <= settings.visibility_tolerance * diagonal", "-"),
+    "fused_visible": ("F,V", "bool", False, "exact visibility: the point projects inside the image and the segment from "
+                      "the camera center to it meets no surface of the mesh more than settings.visibility_tolerance * "
+                      "diagonal before it (ray cast against the triangles Blender rendered)", "-"),
     "bounding_sphere": ("4", "float64", False, "center (x, y, z) of the vertices' bounding box and the radius around it "
                         "that holds every vertex; cameras look at the center", "-"),
     "diagonal": ("", "float64", False, "bounding-box diagonal of the vertices (1 for ShapeNetCore.v2)", "-"),
@@ -77,7 +79,8 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
 }
 
 INDEX_COLUMNS = ["synset_id", "model_id", "category", "label", "split", "status", "error", "warnings", "shard", "row",
-                 "seconds_setup", "seconds_render", "seconds_decode", "seconds_backproject", "seconds_write", "seconds_total",
+                 "seconds_setup", "seconds_render", "seconds_decode", "seconds_raycast", "seconds_backproject",
+                 "seconds_write", "seconds_total",
                  "settings_hash", "worker", "worker_rss_mb", "obj_path", "finished_at"]
 
 
@@ -302,15 +305,13 @@ class Dataset:
 def write_index(root: Path, state: State) -> Path:
     """index.csv from the state (one row per object), replaced atomically."""
     path = root / "index.csv"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=root)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for key in sorted(state.records):
             rec = dict(state.records[key])
             rec["warnings"] = ";".join(rec.get("warnings") or [])
             writer.writerow({c: "" if rec.get(c) is None else rec.get(c) for c in INDEX_COLUMNS})
-    os.replace(tmp, path)
     return path
 
 
@@ -350,6 +351,14 @@ def describe(settings: RenderSettings) -> dict:
             "pixel_order": "(v, u) = (row, column)",
             "depth": "planar z-depth (camera z), not ray length; 0 = no surface",
             "projection": "u = K[0,0] x/z + K[0,2], v = K[1,1] y/z + K[1,2] with (x, y, z) = R X + t",
+            "in_image": "-0.5 <= u < W - 0.5 and -0.5 <= v < H - 0.5, in front of the camera (z > 0)",
+            "visibility": "fused_visible[p, k]: p in_image of view k and (1 - t) |p - c_k| <= visibility_tolerance * "
+                          "diagonal, t = first hit of the ray c_k + t (p - c_k) with the mesh (t = 1 at p)",
+            "color": "sRGB (8 bit) of linear radiance under the light rig (ambient sky %.2g, key sun %.2g from %s, fill "
+                     "sun %.2g from %s, OBJ frame); tone curve: identity below %.2g, then %.2g + %.2g (1 - exp(-(x - "
+                     "%.2g) / %.2g)); the object is tone-mapped before the blend with the background" % (
+                         AMBIENT, KEY_SUN[1], list(KEY_SUN[0]), FILL_SUN[1], list(FILL_SUN[0]), TONE_KNEE, TONE_KNEE,
+                         1 - TONE_KNEE, TONE_KNEE, 1 - TONE_KNEE),
         },
         "dims": {"N": "objects in the shard", "V": "views", "H": "image height", "W": "image width",
                  "P": "points per view cloud", "F": "fused points"},

@@ -2,8 +2,8 @@
 
 Per view: every foreground pixel back-projected to the world (OBJ) frame, then a fixed-size
 cloud by farthest point sampling that keeps each point's pixel. Fused: FPS over the union of
-the per-view clouds, with each point's projected pixel and a depth-test visibility flag in
-every view. Array names match the dataset (docs/DATA_FORMAT.md).
+the per-view clouds, with each point's projected pixel and its exact visibility in every view
+(a ray cast against the mesh). Array names match the dataset (docs/DATA_FORMAT.md).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .fps import farthest_point_sampling
-from .geometry import backproject, visibility
+from .geometry import FirstHit, backproject, segment_visibility
 
 
 def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray, view_points: int,
-               fused_points: int, tolerance: float, threads: int = 1) -> dict[str, np.ndarray]:
-    """``depth``/``mask`` (V, H, W); ``tolerance`` in OBJ units. Returns the per-object arrays.
+               fused_points: int, first_hit: FirstHit, tolerance: float, threads: int = 1) -> dict[str, np.ndarray]:
+    """``depth``/``mask`` (V, H, W); ``first_hit`` casts rays against the rendered mesh
+    (geometry.segment_visibility); ``tolerance`` in OBJ units. Returns the per-object arrays.
     ``threads``: the per-view FPS runs on that many threads (identical result)."""
     V = depth.shape[0]
     clouds = [backproject(depth[k], mask[k], K[k], world_to_cam[k]) for k in range(V)]
@@ -43,9 +44,11 @@ def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam:
     src = np.concatenate(fused_src) if fused_src else np.zeros((0, 6))
     fidx = farthest_point_sampling(src[None, :, 3:], np.array([len(src)]), fused_points)[0]
     fused = src[fidx] if len(src) else np.zeros((fused_points, 6))
-    pixels, visible = visibility(fused[:, 3:], depth, mask, K, world_to_cam, tolerance)
+    stored = fused[:, 3:].astype(np.float32)  # flags of the points as stored, so that anyone can recompute them
+    pixels, visible = segment_visibility(stored.astype(np.float64), K, world_to_cam, depth.shape[1], depth.shape[2],
+                                         first_hit, tolerance)
     out.update({
-        "fused_points": fused[:, 3:].astype(np.float32),
+        "fused_points": stored,
         "fused_origin": fused[:, :3].astype(np.int16),  # (view, v, u) it was back-projected from
         "fused_point_count": np.int32(min(len(src), fused_points)),
         "fused_pixels": pixels,

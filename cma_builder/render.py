@@ -143,7 +143,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     def on_outcome(o: Outcome) -> None:
         record = dict(o.task["record"])
         record["warnings"] = record["warnings"] + o.warnings
-        for stage in ("setup", "render", "decode", "backproject"):
+        for stage in ("setup", "render", "decode", "raycast", "backproject"):
             record[f"seconds_{stage}"] = round(o.timings.get(stage, 0.0), 4)
             summary.timings[stage] += o.timings.get(stage, 0.0)
         record["seconds_total"] = round(sum(o.timings.values()), 4)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .cameras import ViewpointSpec
 from .errors import CmaError
 
-FORMAT_VERSION = 2  # bump when the pipeline's output changes for the same settings
+FORMAT_VERSION = 3  # bump when the pipeline's output changes for the same settings
 
 NAMED_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
 
@@ -47,7 +47,9 @@ class RenderSettings:
     normals: bool = False
     view_points: int = 2048
     fused_points: int = 8192
-    visibility_tolerance: float = 0.01  # depth-test slack, as a fraction of the bounding-box diagonal
+    # fused_visible: how far before a point (along the ray from the camera, as a fraction of the
+    # bounding-box diagonal) a surface may be and still count as the point's own (docs/DATA_FORMAT.md)
+    visibility_tolerance: float = 1e-4
 
     def __post_init__(self):
         checks = [(self.resolution >= 8, f"--resolution must be at least 8, got {self.resolution}"),

@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import signal
-import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .checks import CHECKS, mesh_values, object_values
 from .errors import CmaError
 from .progress import progress
@@ -89,7 +89,8 @@ class Report:
             if vals.size:
                 finite = vals[np.isfinite(vals)]
                 tail = 1 if check.bound == "min" else 99
-                entry.update(median=_stat(finite, 50), **{f"p{tail}": _stat(finite, tail)},
+                entry.update(mean=float(finite.mean()) if finite.size else None, median=_stat(finite, 50),
+                             **{f"p{tail}": _stat(finite, tail)},
                              worst=float(vals.min() if check.bound == "min" else vals.max())
                              if finite.size == vals.size else float("nan"),
                              offenders=self.worst.get(name, []))
@@ -204,7 +205,7 @@ def _check_one(obj: ObjectRef) -> list[tuple]:
             values.append(("geometry.point_to_mesh", None, float("nan"), f"source OBJ not found: {path}"))
         else:
             try:
-                values += mesh_values(a, str(path))
+                values += mesh_values(a, str(path), _reader.settings)
             except Exception as exc:
                 values.append(("geometry.point_to_mesh", None, float("nan"), f"{exc.__class__.__name__}: {exc}"))
     return values
@@ -263,10 +264,8 @@ def write_report(report: Report, path: Path) -> Path:
         raise CmaError(f"--report {path}: is a folder; expected a file name such as {path / 'report.json'}")
     if not path.parent.is_dir():
         raise CmaError(f"--report {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_write(path) as fh:
         json.dump(report.to_json(), fh, indent=1, allow_nan=True)
-    os.replace(tmp, path)
     return path
 
 
@@ -298,6 +297,10 @@ def summary_lines(report: Report, max_failures: int = 20) -> list[str]:
         result = "ok" if not s["failed"] else f"FAILED {s['failed']}"
         lines.append(f"{name:<24} {s['count']:>7} {_fmt(s.get('median')):>9} {_fmt(tail):>9} {_fmt(s.get('worst')):>9} "
                      f"{limit:>10}  {s['unit']:<10} {result}")
+    vis = report.check_summary()["geometry.visibility"]
+    if vis["count"]:
+        lines.append(f"fused_visible agrees with open3d ray casting of the source meshes on {vis['mean']:.4%} of "
+                     f"(point, view) pairs (mean over {vis['count']} views)")
     if report.passed:
         lines.append(f"PASSED: every check within its limit on {report.objects_checked} objects")
         return lines

@@ -57,7 +57,9 @@ def test_each_fault_is_recorded_and_every_other_object_finishes(tree_copy, tmp_p
     status(textured, "done", "texture_fallback")
     status(faults["hang"], "failed", r"timed out after 15 s")
     status(faults["sigkill-mid"], "failed", r"signal SIGKILL while rendering")
-    status(faults["segfault"], "failed", r"signal SIGSEGV while rendering")
+    status(faults["segfault"], "failed", r"signal SIGSEGV while rendering \(Fatal Python error: Segmentation fault\)")
+    for mid in faults.values():
+        assert "Saved:" not in rows[mid]["error"] and "| " not in rows[mid]["error"]  # no Blender log chatter
     broken = {plane[0].name, plane[1].name, plane[2].name, *faults.values()}
     assert all(r["status"] == "done" for mid, r in rows.items() if mid not in broken)
     assert "6 rendered, 3 failed, 3 skipped" in proc.stdout
@@ -65,6 +67,27 @@ def test_each_fault_is_recorded_and_every_other_object_finishes(tree_copy, tmp_p
     proc = run_cli("cma-build", "validate", str(out), "--shapenet", str(tree_copy), "--report", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stdout
     assert json.loads((tmp_path / "r.json").read_text())["objects_checked"] == 6
+
+
+def test_crash_detail_takes_the_error_from_a_blender_5_log():
+    from cma_builder.workers import crash_detail, log_lines
+
+    log = """Read prefs: "/root/.config/blender/5.0/config/userpref.blend"
+OBJ import of 'model_normalized.obj' took 2.02 ms
+00:00.598  render           | Saved: '/dev/shm/cma-render-1-2-x/worker-1/rgb.exr'
+00:00.605  render           | Saved: '/dev/shm/cma-render-1-2-x/worker-1/data.exr'
+Fatal Python error: Segmentation fault
+
+Current thread 0x00007f (most recent call first):
+  File "/repo/cma_builder/faults.py", line 40 in before_render
+00:01.120  render           | Saved: '/dev/shm/cma-render-1-2-x/worker-1/rgb.exr'
+"""
+    assert crash_detail(log) == "Fatal Python error: Segmentation fault"
+    assert not any("Saved:" in line for line in log_lines(log))
+    blender = ("00:00.100  render | Saved: 'a.exr'\n00:00.200  blender | Error: Cannot render, no camera\n"
+               "00:00.300  render | Saved: 'b.exr'\n")
+    assert crash_detail(blender) == "Error: Cannot render, no camera"
+    assert crash_detail("00:00.100  render | Saved: 'a.exr'\nFra:1 Mem:2M\n") == ""
 
 
 def _children(pid: int) -> list[int]:

@@ -9,7 +9,9 @@ from cma_builder.cameras import (ViewpointSpec, blender_matrix_world, camera_cen
                                  intrinsics, load_pose_file, look_at, project, view_angles)
 from cma_builder.errors import CmaError
 from cma_builder.fps import farthest_point_sampling, farthest_point_sampling_dense
-from cma_builder.geometry import backproject, bounding_sphere, visibility
+from cma_builder.geometry import (backproject, bounding_sphere, depth_judgement, depth_test_visibility, in_image,
+                                  segment_visibility)
+from cma_builder.raycast import MeshRaycaster
 
 
 def test_intrinsics_use_integer_pixel_centers():
@@ -125,7 +127,7 @@ def test_bounding_sphere_ignores_non_finite_vertices():
         bounding_sphere(np.full((3, 3), np.nan))
 
 
-def test_visibility_matches_naive_depth_test():
+def test_depth_test_visibility_matches_naive_depth_test():
     rng = np.random.default_rng(3)
     V, H, W = 3, 24, 32
     K = np.stack([intrinsics(W, H, 55.0)] * V)
@@ -133,7 +135,7 @@ def test_visibility_matches_naive_depth_test():
     depth = rng.uniform(2.0, 3.0, (V, H, W)).astype(np.float32)
     mask = rng.random((V, H, W)) > 0.3
     pts = rng.normal(scale=0.5, size=(200, 3))
-    pixels, visible = visibility(pts, depth, mask, K, w2c, tolerance=0.05)
+    pixels, visible = depth_test_visibility(pts, depth, mask, K, w2c, tolerance=0.05)
     for f, p in enumerate(pts):
         for k in range(V):
             pix, zz = project(p[None], K[k], w2c[k])
@@ -145,6 +147,109 @@ def test_visibility_matches_naive_depth_test():
                     if z > 0 and 0 <= r < H and 0 <= c < W and mask[k, r, c] and z - depth[k, r, c] <= 0.05:
                         expected = True
             assert visible[f, k] == expected
+
+
+def naive_first_hit(vertices, triangles, origin, direction):
+    """Smallest t > 0 of origin + t * direction on any triangle (Moller-Trumbore, float64, one
+    triangle at a time), and the smallest barycentric margin of that hit (0 = on an edge)."""
+    best, margin = np.inf, np.inf
+    for tri in triangles:
+        a, b, c = vertices[tri]
+        e1, e2 = b - a, c - a
+        pvec = np.cross(direction, e2)
+        det = e1 @ pvec
+        if abs(det) < 1e-15:
+            continue
+        tvec = origin - a
+        u = (tvec @ pvec) / det
+        qvec = np.cross(tvec, e1)
+        v = (direction @ qvec) / det
+        t = (e2 @ qvec) / det
+        if u >= 0 and v >= 0 and u + v <= 1 and 0 < t < best:
+            best, margin = t, min(u, v, 1 - u - v)
+    return best, margin
+
+
+def random_mesh(rng, n=40):
+    centers = rng.uniform(-0.5, 0.5, (n, 1, 3))
+    vertices = (centers + rng.normal(scale=0.15, size=(n, 3, 3))).reshape(-1, 3)
+    return vertices, np.arange(3 * n).reshape(n, 3)
+
+
+def test_raycaster_first_hit_matches_naive_ray_triangle():
+    rng = np.random.default_rng(4)
+    vertices, triangles = random_mesh(rng)
+    mesh = MeshRaycaster(vertices, triangles)
+    origins = rng.normal(size=(400, 3)) * 2.0
+    directions = rng.uniform(-0.4, 0.4, (400, 3)) - origins  # mostly toward the mesh
+    t = mesh.first_hit(origins, directions)
+    checked = 0
+    for o, d, got in zip(origins, directions, t):
+        want, margin = naive_first_hit(vertices, triangles, o, d)
+        if margin < 1e-4:  # grazing an edge: float32 may pick the neighbour
+            continue
+        checked += 1
+        assert (np.isinf(got) and np.isinf(want)) or got == pytest.approx(want, rel=1e-5)
+    assert checked > 300 and np.isfinite(t).sum() > 100
+    assert (MeshRaycaster(np.zeros((0, 3)), np.zeros((0, 3), int)).first_hit(origins[:3], directions[:3]) == np.inf).all()
+
+
+def test_segment_visibility_matches_naive_rule():
+    rng = np.random.default_rng(5)
+    vertices, triangles = random_mesh(rng, 25)
+    # Points on the triangles (what back-projection yields) and a few off them.
+    bary = rng.dirichlet([1, 1, 1], 150)
+    pts = np.einsum("nk,nkj->nj", bary, vertices[triangles[rng.integers(0, 25, 150)]])
+    pts = np.concatenate([pts, rng.uniform(-0.6, 0.6, (30, 3))])
+    V, H, W = 4, 20, 28
+    K = np.stack([intrinsics(W, H, 50.0)] * V)
+    w2c = np.stack([look_at(direction(a, 25.0) * 2.2, [0, 0, 0]) for a in (0, 90, 180, 270)])
+    tol = 1e-4
+    pixels, visible = segment_visibility(pts, K, w2c, H, W, MeshRaycaster(vertices, triangles).first_hit, tol)
+    checked = 0
+    for f, p in enumerate(pts):
+        for k in range(V):
+            pix, zz = project(p[None], K[k], w2c[k])
+            (v, u), z = pix[0], zz[0]
+            assert pixels[f, k].tolist() == pytest.approx([v, u], abs=1e-3)
+            inside = z > 0 and -0.5 <= v < H - 0.5 and -0.5 <= u < W - 0.5
+            c = camera_center(w2c[k])
+            t, margin = naive_first_hit(vertices, triangles, c, p - c)
+            gap = (1 - t) * np.linalg.norm(p - c)
+            if inside and (margin < 1e-4 or abs(gap - tol) < 1e-5):
+                continue  # on an edge, or at the tolerance itself: float32 may decide either way
+            checked += 1
+            assert visible[f, k] == (inside and gap <= tol), (f, k, gap)
+    assert checked > 600 and 0.2 < visible.mean() < 0.8
+
+
+def test_in_image_uses_pixel_areas():
+    pix = np.array([[-0.5, -0.5], [-0.51, 3.0], [3.0, 9.49], [3.0, 9.5], [7.49, 0.0], [np.nan, 1.0]])
+    assert in_image(pix, np.ones(6), 8, 10).tolist() == [True, False, True, False, True, False]
+    assert not in_image(pix[:1], -np.ones(1), 8, 10)[0]  # behind the camera
+
+
+def test_depth_judgement_matches_naive():
+    rng = np.random.default_rng(6)
+    V, H, W = 2, 16, 16
+    K = np.stack([intrinsics(W, H, 50.0)] * V)
+    w2c = np.stack([look_at(direction(a, 10.0) * 3.0, [0, 0, 0]) for a in (0, 180)])
+    depth = rng.uniform(2.5, 3.5, (V, H, W))
+    mask = rng.random((V, H, W)) > 0.1
+    pts = rng.normal(scale=0.4, size=(300, 3))
+    hidden, visible = depth_judgement(pts, depth, mask, K, w2c, behind=0.05, on=0.3)
+    for f, p in enumerate(pts):
+        for k in range(V):
+            (v, u), z = (x[0] for x in project(p[None], K[k], w2c[k]))
+            r, c = int(np.floor(v)), int(np.floor(u))
+            want = (False, False)
+            if z > 0 and 0 <= r < H - 1 and 0 <= c < W - 1 and mask[k, r:r + 2, c:c + 2].all():
+                d = depth[k, r:r + 2, c:c + 2]
+                a, b = v - r, u - c
+                inv = (1 - a) * (1 - b) / d[0, 0] + (1 - a) * b / d[0, 1] + a * (1 - b) / d[1, 0] + a * b / d[1, 1]
+                want = ((z - d > 0.05).all(), abs(z - 1 / inv) <= 0.3)
+            assert (hidden[f, k], visible[f, k]) == want, (f, k)
+    assert 0 < hidden.sum() < hidden.size and 0 < visible.sum() < visible.size
 
 
 def test_viewpoint_schemes():

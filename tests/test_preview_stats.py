@@ -22,7 +22,8 @@ def preview(ds, out, *extra):
 
 def overlay_on_mask(sheet_path, a) -> tuple[float, float, int]:
     """Colored (overlay) pixels of every 'points' tile mapped back to image pixels: fraction on
-    the mask, fraction on the mask grown by one pixel, and how many there are."""
+    the mask, fraction on the object as the RGB shows it (the mask, plus thin parts that miss
+    every pixel center but tint the anti-aliased RGB) grown by one pixel, and how many there are."""
     img = Image.open(sheet_path)
     layout = json.loads(img.text["cma-layout"])
     s = layout["scale"]
@@ -33,8 +34,9 @@ def overlay_on_mask(sheet_path, a) -> tuple[float, float, int]:
         colored = tile.max(axis=-1) - tile.min(axis=-1) > 24  # the backdrop is exactly gray
         ys, xs = np.nonzero(colored)
         v, u = ys // s, xs // s
+        seen = a["mask"][k] | (np.abs(a["rgb"][k].astype(np.int16) - 255).max(axis=-1) > 8)  # white background
         on += a["mask"][k][v, u].sum()
-        near += _dilate(a["mask"][k], 1)[v, u].sum()
+        near += _dilate(seen, 1)[v, u].sum()
         total += len(ys)
     return on / total, near / total, total
 
@@ -62,7 +64,9 @@ def test_preview_sheets_put_the_points_on_the_object(rendered, tmp_path):
             assert ((pixels[y:y + h, x:x + w, 0] > 127) == upscale(a["mask"][k], s)).all()
         on, near, total = overlay_on_mask(path, a)
         assert total > 0.3 * a["fused_visible"].sum()  # the points are drawn...
-        assert near > 0.995 and on > 0.95, (row["category"], on, near)  # ...on the object
+        # ...on the object. Exact visibility also keeps points on parts narrower than a pixel,
+        # which miss the mask's pixel centers: a few percent off the mask at 64 px.
+        assert near > 0.995 and on > 0.9, (row["category"], on, near)
     grid = Image.open(paths[-1])
     assert grid.size[0] >= 128 + 120 and grid.size[1] >= 4 * (128 + 20)  # a row per category
 

@@ -56,7 +56,9 @@ BREAKS = {
                                                              "cameras.blender"}),
     "pixel map transposed": ("view_pixels", lambda p: p[..., ::-1], {"mapping.pixel_error", "mapping.in_mask"}),
     "depth scaled": ("depth", lambda d: d * 1.05, {"mapping.depth_error", "geometry.raycast_depth"}),
-    "visibility inverted": ("fused_visible", lambda v: ~v, {"mapping.visibility"}),
+    "visibility inverted": ("fused_visible", lambda v: ~v, {"mapping.visibility", "geometry.visibility"}),
+    "visibility all hidden": ("fused_visible", np.zeros_like, {"mapping.visibility", "geometry.visibility"}),
+    "rgb washed out": ("rgb", lambda rgb: np.full_like(rgb, 253), {"images.saturated", "images.rgb_blank"}),
 }
 
 
