@@ -4,7 +4,7 @@ Both sides run the same render code on the same objects with the same settings a
 number of worker slots; the naive baseline just starts a fresh Python + bpy process (scene set
 up from scratch) for every object, as a per-object `blender --background --python` script would.
 Prints objects/min, the split of worker-slot time (Blender render calls, import/setup, EXR
-decoding, back-projection + FPS, shard writing, and the rest: process start-up, IPC, idle) and
+decoding, visibility ray casting, back-projection + FPS, shard writing, and the rest: process start-up, IPC, idle) and
 the ratio.
 
     python benchmarks/render_throughput.py                              # 8 mini-ShapeNet objects, 224 px, 12 views
@@ -26,7 +26,7 @@ from cma_builder.cameras import ViewpointSpec
 from cma_builder.render import render
 from cma_builder.settings import RenderOptions, RenderSettings, threads_per_worker
 
-STAGES = ("render", "setup", "decode", "backproject", "write")
+STAGES = ("render", "setup", "decode", "raycast", "backproject", "write")
 
 
 def run(tree: Path, out: Path, settings: RenderSettings, options: RenderOptions, objects: int) -> dict:
@@ -77,6 +77,10 @@ def main() -> None:
         print(f"{name:<24} {r['wall']:>8.1f} {r['per_min']:>8.2f}{cells}{note}")
     overhead = 1.0 - results["persistent workers"]["split"]["render"]
     print(f"non-render overhead of persistent workers (all but Blender's render calls): {overhead:.1%}")
+    raycast = sum(r["stages"]["raycast"] for r in runs["persistent workers"])
+    done = results["persistent workers"]["done"]
+    print(f"of which exact visibility (building the ray-casting scene, casting every fused point x view): "
+          f"{results['persistent workers']['split']['raycast']:.1%}, {raycast / max(1, done):.3f} s per object")
     ratio = results["persistent workers"]["per_min"] / results["one process per object"]["per_min"]
     print(f"ratio (persistent / one process per object): {ratio:.2f}x objects/min")
     if args.rounds > 1:
