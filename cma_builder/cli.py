@@ -262,17 +262,17 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
 
     Structure (index vs shards, array shapes and dtypes, NaNs, counts), cameras (rigid
     world_to_cam, sane K, camera outside the bounding sphere), mapping (stored points project
-    onto their stored pixels at the stored depth, inside the mask; visibility flags agree with
-    the depth test), images (not blank, not magenta, mask/depth/RGB agree) and, with
-    --shapenet, independent geometry (points on the source mesh; depth and mask against
-    open3d ray casting). Prints median / p99 / worst per check and every failure by object,
+    onto their stored pixels at the stored depth, inside the mask; no visibility flag clearly
+    contradicted by the depth maps), images (not blank, not clipped, not magenta, mask/depth/RGB
+    agree) and, with --shapenet, independent geometry (points on the source mesh; depth, mask and
+    visibility flags against open3d ray casting). Prints median / p99 / worst per check and every failure by object,
     view and check. Exit code 0 when all pass, 1 when any fails. Limits: --list-checks and
     docs/VALIDATION.md.
 
     \b
     Example:
       cma-build validate shapenet-cma --shapenet ~/data/ShapeNetCore.v2 --sample 500
-      cma-build validate out/demo/dataset --threshold mapping.visibility=0.01 --report report.json
+      cma-build validate out/demo/dataset --threshold images.saturated=0.01 --report report.json
     """
     from .validate import parse_thresholds, summary_lines, validate as run_validate, write_report
 

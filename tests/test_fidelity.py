@@ -207,7 +207,8 @@ def test_same_bytes_whatever_the_order_workers_executor_or_interruption(synth_tr
     # Batch-array slices, each a separate process with its own worker.
     out = tmp_path / "slices"
     for i in (1, 0):
-        assert render(tree, out, *common, "--num-shards", "2", "--shard-index", str(i), "--workers", "1").returncode == 0
+        proc = render(tree, out, *common, "--num-shards", "2", "--shard-index", str(i), "--workers", "1")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     assert run_cli("cma-build", "merge", str(out)).returncode == 0
     assert_identical(reference, all_arrays(out), "slices")
 
