@@ -147,7 +147,7 @@ class Dataset:
                 raise CmaError(foreign)
             if existing is not None and existing["settings_hash"] != settings.hash():
                 if not force:
-                    diff = "; ".join(settings.differences(RenderSettings.from_dict(existing["settings"]))[:6])
+                    diff = "; ".join(settings.differences(existing["settings"])[:6])
                     raise CmaError(f"{root}: rendered with other settings ({diff}); pass --force to discard it "
                                    "and render again, or choose another --out")
                 cls._discard(root)

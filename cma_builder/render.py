@@ -203,8 +203,7 @@ def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderS
     summary = RenderSummary(out.resolve(), len(refs), dry_run=True, part=part)
     attrs = Dataset.read_attrs(out) if out.is_dir() else None
     if attrs is not None and attrs["settings_hash"] != settings.hash():
-        old = RenderSettings.from_dict(attrs["settings"])
-        raise CmaError(f"{out}: rendered with other settings ({'; '.join(settings.differences(old)[:6])}); "
+        raise CmaError(f"{out}: rendered with other settings ({'; '.join(settings.differences(attrs['settings'])[:6])}); "
                        "a real run would need --force")
     todo = refs
     if attrs is not None:

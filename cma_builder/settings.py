@@ -89,8 +89,10 @@ class RenderSettings:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def differences(self, other: "RenderSettings") -> list[str]:
-        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+    def differences(self, stored: dict) -> list[str]:
+        """'key: stored -> ours' for each setting that differs from ``stored`` (a dataset's recorded
+        to_dict(), whose format_version may be older than this toolkit's)."""
+        a, b = _flatten(self.to_dict()), _flatten(stored)
         return [f"{k}: {b.get(k)} -> {a.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

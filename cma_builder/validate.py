@@ -25,6 +25,7 @@ from .checks import CHECKS, mesh_values, object_values
 from .errors import CmaError
 from .progress import progress
 from .reader import DatasetReader, ObjectRef, ref
+from .settings import FORMAT_VERSION
 from .shapenet import MODEL_OBJ, ShapeNetTree
 
 WORST = 5  # offenders listed per check
@@ -55,6 +56,7 @@ class Report:
     sampled: bool = False
     geometry: bool = False
     seconds: float = 0.0
+    note: str = ""  # about the dataset as a whole, e.g. rendered by an older pipeline
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     worst: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
     failures: list[dict] = field(default_factory=list)
@@ -100,7 +102,7 @@ class Report:
     def to_json(self) -> dict:
         return {"dataset": str(self.dataset), "passed": self.passed, "objects_in_index": self.objects_in_index,
                 "objects_done": self.objects_done, "objects_checked": self.objects_checked, "sampled": self.sampled,
-                "geometry_checked": self.geometry, "seconds": round(self.seconds, 2),
+                "geometry_checked": self.geometry, "seconds": round(self.seconds, 2), "note": self.note,
                 "checks": self.check_summary(), "failures": self.failures}
 
 
@@ -222,6 +224,11 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
         raise CmaError(f"--sample must be at least 1, got {sample}")
     rows = reader.index_rows()
     report = Report(reader.root, thresholds or parse_thresholds([]), geometry=shapenet is not None)
+    version = reader.attrs["settings"].get("format_version", 0)
+    if version < FORMAT_VERSION:
+        report.note = (f"rendered by an older cma-build (pipeline format {version}, now {FORMAT_VERSION}): its "
+                       "fused_visible is the 4-pixel depth test and its RGB the old light rig, so geometry.visibility "
+                       "and images.saturated may fail; cma-build render --force renders it again")
     report.objects_in_index = len(rows)
     report.objects_done = sum(r["status"] == "done" for r in rows)
     if not report.objects_done and not reader.shard_names():
@@ -285,6 +292,8 @@ def summary_lines(report: Report, max_failures: int = 20) -> list[str]:
     lines = [f"Validated {report.objects_checked} of {report.objects_done} done objects"
              + (" (random sample)" if report.sampled else "") + f" in {report.dataset} ({report.seconds:.1f} s); "
              f"structure checked for all {report.objects_in_index} index rows"]
+    if report.note:
+        lines.append(f"Note: {report.note}")
     header = f"{'check':<24} {'values':>7} {'median':>9} {'p99/p1':>9} {'worst':>9} {'limit':>10}  {'unit':<10} result"
     lines += [header, "-" * len(header)]
     for name, s in report.check_summary().items():

@@ -16,6 +16,7 @@ import zarr
 from cma_builder.cameras import project
 from cma_builder.dataset import ARRAYS
 from cma_builder.geometry import backproject
+from cma_builder.settings import FORMAT_VERSION
 from conftest import BIN, REPO, SMALL, index_rows, load, render, run_cli
 
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
@@ -464,3 +465,24 @@ def test_index_manifest_and_report_follow_the_umask_like_the_shards(synth_tree, 
         assert shard_files and {stat.S_IMODE(p.stat().st_mode) for p in shard_files} == {mode}
         for path in (out / "index.csv", manifest, out / "validation.json"):
             assert stat.S_IMODE(path.stat().st_mode) == mode, (path.name, oct(path.stat().st_mode), oct(mode))
+
+
+def test_a_dataset_of_an_older_pipeline_says_so(rendered, synth_tree, tmp_path):
+    """Rendering into it names the format change (not an empty list of differences); validate
+    explains why the checks of the newer pipeline may fail on it."""
+    out = tmp_path / "old"
+    shutil.copytree(rendered, out)
+    meta = json.loads((out / "zarr.json").read_text())
+    attrs = meta["attributes"]["cma-dataset"]
+    attrs["settings"]["format_version"] -= 1
+    attrs["settings_hash"] = "0" * 16
+    (out / "zarr.json").write_text(json.dumps(meta))
+    settings = ["--limit", "8", "--normals", "--shard-size", "3"]
+    old, new = FORMAT_VERSION - 1, FORMAT_VERSION
+    for extra in ([], ["--dry-run"]):
+        proc = render(synth_tree, out, *settings, *extra)
+        assert proc.returncode == 2 and f"(format_version: {old} -> {new})" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("cma-build", "validate", str(out), "--report", str(tmp_path / "r.json"))
+    assert f"Note: rendered by an older cma-build (pipeline format {old}, now {new})" in proc.stdout
+    assert "older cma-build" in json.loads((tmp_path / "r.json").read_text())["note"]
