@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cma_builder.checks import object_values
 from cma_builder.exposure import SATURATED_LEVEL
 from cma_builder.geometry import depth_test_visibility, in_image, project_all, segment_visibility
 from cma_builder.raycast import MeshRaycaster
@@ -43,12 +44,12 @@ def main() -> None:
     for obj in ds.objects():
         a = ds.load(obj)
         diag = float(a["diagonal"])
+        per_view = {(name, k): value for name, k, value, _ in object_values(a, ds.settings)
+                    if name in ("images.saturated", "images.rgb_blank")}
         for k in range(a["rgb"].shape[0]):
-            fg = a["rgb"][k][a["mask"][k]].astype(np.float64)
-            sat = float((fg >= SATURATED_LEVEL).all(axis=1).mean()) if len(fg) else 0.0
-            std = float(fg.std()) if len(fg) else 0.0
-            views.append((len(fg), sat, std))
-            worst.append((std, sat, obj.key, obj.category, k, len(fg)))
+            n, sat, std = int(a["mask"][k].sum()), per_view["images.saturated", k], per_view["images.rgb_blank", k]
+            views.append((n, sat, std))
+            worst.append((std, sat, obj.key, obj.category, k, n))
         m = int(a["fused_point_count"])
         pts = a["fused_points"][:m].astype(np.float64)
         mesh = MeshRaycaster.from_obj(str(args.shapenet / obj.synset_id / obj.model_id / MODEL_OBJ))

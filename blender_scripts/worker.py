@@ -31,17 +31,6 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _timed(first_hit, timings: dict):
-    """first_hit, adding its seconds to timings['raycast']."""
-    def timed(origins, directions):
-        t = time.perf_counter()
-        try:
-            return first_hit(origins, directions)
-        finally:
-            timings["raycast"] += time.perf_counter() - t
-    return timed
-
-
 def render_object(scene, settings: RenderSettings, task: dict) -> dict:
     """Render one object and build its arrays; failures are returned, not raised."""
     t0 = time.perf_counter()
@@ -66,12 +55,11 @@ def render_object(scene, settings: RenderSettings, task: dict) -> dict:
             raise RuntimeError("the object covers no pixel in any view")
         t3 = time.perf_counter()
         raycaster = MeshRaycaster(*scene.triangles(), threads=scene.threads)
-        timings["raycast"] = time.perf_counter() - t3  # building it; casting is timed inside point_maps
+        t4 = time.perf_counter()
         maps = point_maps(images["depth"], images["mask"], K, w2c, settings.view_points, settings.fused_points,
-                          _timed(raycaster.first_hit, timings), settings.visibility_tolerance * diagonal,
-                          threads=scene.threads)
-        timings["backproject"] = time.perf_counter() - t3 - timings["raycast"]
-
+                          raycaster.first_hit, settings.visibility_tolerance * diagonal, threads=scene.threads)
+        timings["raycast"] = t4 - t3 + raycaster.seconds  # building the scene, casting the visibility rays
+        timings["backproject"] = time.perf_counter() - t4 - raycaster.seconds
         arrays = {**images, **maps, "K": K, "world_to_cam": w2c,
                   "blender_matrix_world": np.stack([blender_matrix_world(m) for m in w2c]),
                   "bounding_sphere": np.array([*center, radius]), "diagonal": np.float64(diagonal)}

@@ -56,9 +56,9 @@ CHECKS = {c.name: c for c in [
     Check("mapping.in_mask", "stored pixels outside the image or the mask", "pixels", 0),
     Check("mapping.fused_pixels", "max |fused_pixels - projection of fused_points| (points in front of the camera)",
           "px", 0.05),
-    Check("mapping.visibility", "per object: of the (point, view) pairs the stored depth clearly judges (> 0.01 "
-          "diagonal behind the surface at the 4 pixel centers around the projection, or within 1e-4 diagonal of the "
-          "surface interpolated there), the fraction whose fused_visible flag says the opposite; flags set outside "
+    Check("mapping.visibility", f"per object: of the (point, view) pairs the stored depth clearly judges (> "
+          f"{CLEARLY_BEHIND:g} diagonal behind the surface at the 4 pixel centers around the projection, or within "
+          f"{ON_SURFACE:g} diagonal of the surface interpolated there), the fraction whose fused_visible flag says the opposite; flags set outside "
           "the image count as wrong (coarse; geometry.visibility is the exact check)", "fraction", 0.05),
     Check("geometry.point_to_mesh", "per object (--shapenet): p99 distance of stored points to the source OBJ's "
           "surface / diagonal", "diagonal", 1e-3),

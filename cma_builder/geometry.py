@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from .cameras import camera_center
+
 
 def bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
     """(center of the finite vertices' bounding box, radius around it holding every finite vertex,
@@ -67,8 +69,7 @@ def segment_visibility(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarr
     visible = in_image(pixels, z, height, width)
     f, k = np.nonzero(visible)
     if len(f):
-        centers = -np.einsum("vji,vj->vi", world_to_cam[:, :3, :3], world_to_cam[:, :3, 3])
-        origins = centers[k]
+        origins = np.stack([camera_center(m) for m in world_to_cam])[k]
         directions = points[f] - origins
         t = np.asarray(first_hit(origins, directions), dtype=np.float64)
         visible[f, k] = (1.0 - t) * np.linalg.norm(directions, axis=1) <= tolerance
@@ -114,8 +115,8 @@ def depth_judgement(points: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: 
 
 def depth_test_visibility(points: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.ndarray,
                           world_to_cam: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """The approximate rule the images alone allow (validate's coarse check; datasets of format 2
-    stored it as fused_visible) -> (pixels (F, V, 2) float32 as (v, u), visible (F, V) bool).
+    """The approximate rule that datasets of format 2 stored as fused_visible (the baseline of
+    benchmarks/image_fidelity.py) -> (pixels (F, V, 2) float32 as (v, u), visible (F, V) bool).
 
     Visible in a view: the point is in front of the camera and, for at least one of the four
     pixel centers around its projection (floor/floor+1 of v and u), that pixel is inside the

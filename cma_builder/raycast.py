@@ -3,6 +3,8 @@ visibility (geometry.segment_visibility) in the render worker and in validate.""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -20,6 +22,7 @@ class MeshRaycaster:
         o3d = _o3d()
         self.triangle_count = int(len(triangles))
         self.threads = threads  # 0: open3d's default (all cores)
+        self.seconds = 0.0  # spent in first_hit so far
         self._core = o3d.core
         self._scene = o3d.t.geometry.RaycastingScene()
         if len(triangles):
@@ -41,6 +44,8 @@ class MeshRaycaster:
         """Per ray, the smallest t > 0 with origin + t * direction on a triangle; inf if none."""
         if self.triangle_count == 0 or len(origins) == 0:
             return np.full(len(origins), np.inf)
+        start = time.perf_counter()
         rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
         hit = self._scene.cast_rays(self._core.Tensor(rays), nthreads=self.threads)
+        self.seconds += time.perf_counter() - start
         return hit["t_hit"].numpy().astype(np.float64)
