@@ -44,8 +44,6 @@ SCRATCH_PREFIX = "cma-render-"
 # Blender 5 prefixes its log lines with the time and a channel: "00:00.598  render    | Saved: '...'"
 _LOG_PREFIX = re.compile(r"^\d+:\d+(?::\d+)?\.\d+\s+\S+\s+\|\s?")
 _CHATTER = ("Fra:", "Saved:", "Time:", "OBJ import of", "Read blend:", "Blender quit", "Writing:")
-
-
 _ERROR = re.compile(r"error|exception|fatal|abort|assert|segmentation|out of memory|killed", re.I)
 
 
