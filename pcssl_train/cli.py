@@ -57,10 +57,14 @@ def cli() -> None:
                                      "method's published defaults.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Run folder [runs/METHOD]. An existing run resumes.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. optim.lr=3e-4.")
+@click.option("--init", "init", type=click.Path(path_type=Path), metavar="CKPT",
+              help="Start from these weights: an official Point-MAE checkpoint, a run checkpoint or an encoder "
+                   "export (the whole model if it is the same, else the point encoder). Read safely "
+                   "(weights_only); kept in the run's config, so give it again to resume.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @guarded
-def pretrain(method, data, config, out, overrides, device, progress) -> None:
+def pretrain(method, data, config, out, overrides, init, device, progress) -> None:
     """Pretrain a method on a dataset; checkpoints every epoch and resumes a killed run exactly.
 
     \b
@@ -72,11 +76,17 @@ def pretrain(method, data, config, out, overrides, device, progress) -> None:
       pcssl-train pretrain --method point-mae --data shapenet-cma --out runs/point-mae
       pcssl-train pretrain -c point-mae-tiny -d out/demo/dataset -o runs/smoke --set optim.epochs=2
       pcssl-train pretrain -m crossalignnet -d shapenet-cma -o runs/can --set model.image_mask=random
+      pcssl-train pretrain -m crossalignnet -d shapenet-cma -o runs/can-init --init Point-MAE/pretrain.pth
     """
     from .engine.config import load_config
     from .engine.trainer import pretrain as run_pretrain
+    from .errors import TrainError
 
     cfg = load_config(method, config, overrides)
+    if init is not None:
+        if not init.is_file():
+            raise TrainError(f"--init {init}: no such file")
+        cfg["init"] = str(init.resolve())
     run = out or Path("runs") / cfg["method"]
     result = run_pretrain(cfg, data, run, None if device == "auto" else device, progress)
     import os
@@ -90,20 +100,28 @@ def pretrain(method, data, config, out, overrides, device, progress) -> None:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output file [RUN/encoder-METHOD-epochN.pt].")
 @click.option("--epoch", default="last", show_default=True, help="Which checkpoint: last, or an epoch kept by keep_every.")
+@click.option("--format", "fmt", type=click.Choice(["pcssl", "point-mae"]), default="pcssl", show_default=True,
+              help="pcssl: this package's encoder export; point-mae: an official Point-MAE checkpoint "
+                   "(base_model, module.* keys) that the official code fine-tunes unchanged.")
 @guarded
-def export(run, out, epoch) -> None:
-    """Write a run's pretrained point encoder (weights + registry name + config) for downstream use.
+def export(run, out, epoch, fmt) -> None:
+    """Write the pretrained point encoder of RUN (a run folder, a run checkpoint, an encoder export or an
+    official Point-MAE checkpoint) for downstream use.
 
     \b
-    Load it with:  from pcssl_train.export import load_encoder; encoder = load_encoder(PATH)
+    Load a pcssl export with:  from pcssl_train.export import load_encoder; encoder = load_encoder(PATH)
+    --format point-mae writes the whole Point_MAE model for a point-mae run, else the encoder alone
+    (MAE_encoder.*, what the official fine-tuning reads). Files are read with weights_only=True.
 
     \b
     Example:
       pcssl-train export runs/point-mae --out point-mae-encoder.pt
+      pcssl-train export runs/point-mae --format point-mae --out Point-MAE/experiments/ours.pth
+      pcssl-train export Point-MAE/pretrain.pth --out official-encoder.pt
     """
     from .export import export_encoder
 
-    click.echo(str(export_encoder(run, out, epoch)))
+    click.echo(str(export_encoder(run, out, epoch, fmt)))
 
 
 PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
@@ -135,7 +153,8 @@ PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
 @guarded
 def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, epoch, ways, shots, trials, epochs,
              batch_size, seed, out, device, progress) -> None:
-    """Score a pretrained encoder (an export, a run folder or a checkpoint) by a downstream protocol.
+    """Score a pretrained encoder by a downstream protocol: an export, a run folder, a run checkpoint, or an
+    official Point-MAE checkpoint (pretrain.pth or a fine-tuned one; read with weights_only=True).
 
     \b
     C of the SVM is chosen on a validation split (the dataset's, or a hold-out of train), never on test.
@@ -148,6 +167,7 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
       pcssl-train eval enc.pt -p finetune -b scanobjectnn --variant pb_t50_rs -r ~/data/h5_files
       pcssl-train eval enc.pt -p partseg -b shapenetpart -r ~/data/shapenetcore_partanno_segmentation_benchmark_v0_normal
       pcssl-train eval runs/point-mae -p svm -b cma -r shapenet-cma --random-init
+      pcssl-train eval Point-MAE/pretrain.pth -p svm -b modelnet40 -r ~/data/modelnet40_ply_hdf5_2048
     """
     from .eval.protocols import run_protocol
 

@@ -1,8 +1,14 @@
-"""Checkpoints with everything needed for an exact resume; written atomically (tmp + rename)."""
+"""Checkpoints with everything needed for an exact resume; written atomically (tmp + rename).
+
+Only a run's own resume checkpoint is unpickled in full (``load``). Every other file - an export, a
+checkpoint given to ``eval``, ``export`` or ``pretrain --init``, an official checkpoint - goes through
+``load_untrusted``: ``torch.load(weights_only=True)`` with the few numpy types our checkpoints' RNG
+state needs allow-listed, so a crafted file cannot run code."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -35,4 +41,56 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def load(path: Path, map_location="cpu") -> dict:
+    """The run's own resume checkpoint (written by this package; its RNG state is plain Python)."""
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _numpy_globals() -> list:
+    """What ``np.random.get_state()`` pickles to: arrays of plain numbers and their dtypes."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - numpy < 1.25
+        from numpy.core.multiarray import _reconstruct
+    names = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct")
+    dtypes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.int32, np.bool_)]
+    from torch.torch_version import TorchVersion   # a str; older files of ours store torch.__version__ as one
+
+    return [(_reconstruct, n) for n in names] + [np.ndarray, np.dtype, TorchVersion] + dtypes
+
+
+def _global_names(entries) -> set[str]:
+    return {e[1] if isinstance(e, tuple) else f"{e.__module__}.{e.__qualname__}" for e in entries}
+
+
+def load_untrusted(path: Path, map_location="cpu"):
+    """A file someone handed us, read with ``weights_only=True``: tensors, containers, numbers,
+    strings and numpy number arrays only. A file that needs anything else (arbitrary unpickling) is
+    refused with a one-line TrainError naming what it asked for; nothing in it runs."""
+    from ..errors import TrainError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"{path}: no such file")
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:
+            wanted = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: fall back to torch's message
+            wanted = []
+        allowed = _global_names(_numpy_globals())
+        wanted = [w for w in wanted if w not in allowed] or [_unsupported_global(str(e))]
+        raise TrainError(f"{path}: refused, loading it would need arbitrary unpickling ({', '.join(wanted)}); "
+                         f"only weights, numbers and strings are read from files that are not this run's own "
+                         f"checkpoints") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a bad file
+        raise TrainError(f"{path}: not a readable torch file ({type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:120]})") from None
+
+
+def _unsupported_global(message: str) -> str:
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message) or re.search(r"GLOBAL ([\w.]+)", message)
+    return found.group(1) if found else "a non-tensor object"

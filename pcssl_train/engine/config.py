@@ -85,10 +85,12 @@ def load_config(method: str | None, config: str | None = None, overrides: tuple[
     if user.get("method") and method_class(user["method"]) is not cls:
         raise TrainError(f"--method {name} but the config is for {user['method']}")
     cfg = read_yaml(CONFIG_DIR / f"{cls.name}.yaml")
-    cfg = merge(cfg, {k: v for k, v in user.items() if k != "method"})
+    cfg = merge(cfg, {k: v for k, v in user.items() if k not in ("method", "init")})
     for text in overrides:
         cfg = merge(cfg, parse_override(text))
     cfg["method"] = cls.name
+    if user.get("init"):
+        cfg["init"] = str(user["init"])   # weights to start from (pretrain --init), kept in the run's config
     return cfg
 
 

@@ -23,6 +23,7 @@ from ..errors import TrainError
 from ..methods import Method, create_method
 from . import checkpoint, distributed
 from .config import config_diff
+from .initialize import initialize
 from .metrics import MetricsLog
 from .schedule import make_scheduler
 
@@ -66,10 +67,15 @@ class Trainer:
         self.cfg, self.run, self.progress = cfg, Path(run), progress
         self.info = distributed.setup(device)
         self.ckpt_path = self.run / "checkpoints" / "last.pt"
-        self._check_run_dir()
         o, t = cfg["optim"], cfg["train"]
         seed_everything(t["seed"] + self.info.rank)
-        self.method: Method = create_method(cfg["method"], **cfg["model"]).to(self.info.device)
+        self.method: Method = create_method(cfg["method"], **cfg["model"])
+        if cfg.get("init") and not self.ckpt_path.is_file():   # before the run folder is made: a bad file leaves none
+            loaded = initialize(self.method, cfg["init"], cfg["model"])
+            if self.info.main:
+                print(f"initialized {loaded}", file=sys.stderr)
+        self._check_run_dir()
+        self.method.to(self.info.device)
         self.dataset = build_dataset(cfg, data, self.method.kind)
         if o["batch_size"] % self.info.world_size:
             raise TrainError(f"optim.batch_size {o['batch_size']} is not divisible by the {self.info.world_size} processes")
@@ -137,7 +143,7 @@ class Trainer:
                 "epoch": self.epoch, "step": self.step, "world_size": self.info.world_size,
                 "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(),
-                "torch": torch.__version__}, self.ckpt_path)
+                "torch": str(torch.__version__)}, self.ckpt_path)
             keep = self.cfg["train"]["keep_every"]
             if keep and self.epoch % keep == 0:
                 os.link(self.ckpt_path, self.ckpt_path.with_name(f"epoch-{self.epoch:04d}.pt"))

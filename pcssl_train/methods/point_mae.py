@@ -1,5 +1,9 @@
 """Point-MAE (Pang et al. 2022): mask 60 % of the patches at random, encode the visible ones,
-decode with mask tokens, predict the masked patches' points, Chamfer-L2."""
+decode with mask tokens, predict the masked patches' points, Chamfer-L2.
+
+Identical to the official model (github.com/Pang-Yatian/Point-MAE, ``models/Point_MAE.py``): same
+parameters (``pcssl_train.official`` maps the keys), the tokenizer sees all patches before masking,
+the decoder's linear layers start xavier-uniform; tested against the official outputs."""
 
 from __future__ import annotations
 
@@ -34,6 +38,18 @@ class PatchReconstructionHead(nn.Module):
         return self.proj(tokens.transpose(1, 2)).transpose(1, 2).reshape(b * t, self.group_size, 3)
 
 
+def xavier_linear_init(module: nn.Module) -> None:
+    """The official Point-MAE decoder's init: xavier-uniform linear weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class PointMAE(Method):
     name = "point-mae"
     kind = "fused"
@@ -52,12 +68,17 @@ class PointMAE(Method):
         self.head = PatchReconstructionHead(width, group_size)
         self.loss = ChamferLoss(2)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        xavier_linear_init(self.decoder)
 
     def forward(self, batch):
-        xyz = batch["points"]
-        patches = self.encoder.group(xyz)
+        patches = self.encoder.group(batch["points"])
         b, g = patches.center.shape[:2]
-        mask = random_patch_mask(b, g, self.mask_ratio, xyz.device)
+        return {"loss": self.masked_loss(patches, random_patch_mask(b, g, self.mask_ratio, patches.center.device))}
+
+    def masked_loss(self, patches, mask: torch.Tensor) -> torch.Tensor:
+        """Chamfer-L2 of the reconstructed masked patches; ``mask`` (B,G) bool, True = masked, the
+        same count per sample. Visible and masked tokens are taken in increasing patch order."""
+        b = mask.shape[0]
         visible = self.encoder(patches.neighborhood, patches.center, visible=~mask)
         m = int(mask[0].sum())
         pos = self.decoder_pos_embed(torch.cat([patches.center[~mask].reshape(b, -1, 3),
@@ -65,7 +86,7 @@ class PointMAE(Method):
         tokens = torch.cat([visible, self.mask_token.expand(b, m, -1).to(visible.dtype)], dim=1)
         pred = self.head(self.decoder(tokens, pos, return_last=m))
         target = patches.neighborhood[mask].reshape(b * m, -1, 3)
-        return {"loss": self.loss(pred, target)}
+        return self.loss(pred, target)
 
     def encoder_export(self):
         return "point_transformer", dict(self.encoder_cfg), self.encoder.state_dict()

@@ -78,12 +78,16 @@ class PointTransformerEncoder(nn.Module):
     def forward(self, neighborhood: torch.Tensor, center: torch.Tensor, visible: torch.Tensor | None = None):
         """(B,G,K,3) patches, (B,G,3) centers -> (B, [1+] G_visible, width) normalized tokens.
 
-        ``visible`` (B,G) bool keeps the same number of patches per sample (Point-MAE masking)."""
+        ``visible`` (B,G) bool keeps the same number of patches per sample (Point-MAE masking). All G
+        patches go through the tokenizer and the visible tokens are picked afterwards, as the official
+        Point-MAE does: its BatchNorm sees every patch of the batch in training mode."""
+        tokens, pos = self.embed(neighborhood, center)
         if visible is not None:
-            b = neighborhood.shape[0]
-            neighborhood = neighborhood[visible].reshape(b, -1, *neighborhood.shape[2:])
-            center = center[visible].reshape(b, -1, 3)
-        return self.transformer(*self.embed(neighborhood, center))
+            if self.cls_token is not None:
+                visible = torch.cat([visible.new_ones(visible.shape[0], 1), visible], dim=1)
+            b, c = tokens.shape[0], tokens.shape[-1]
+            tokens, pos = tokens[visible].reshape(b, -1, c), pos[visible].reshape(b, -1, c)
+        return self.transformer(tokens, pos)
 
     def embed(self, neighborhood: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformer's input for all patches: tokens and position embeddings, each
@@ -109,22 +113,18 @@ class PointTransformerEncoder(nn.Module):
     def forward_visible(self, neighborhood: torch.Tensor, center: torch.Tensor, visible: torch.Tensor):
         """Like ``forward`` with a different number of visible patches per sample (no cls token):
         returns tokens (B,L,width) padded to the largest count L, their patch ``index`` (B,L) and
-        ``valid`` (B,L) bool. Padded tokens are kept out of attention and of the tokenizer's BatchNorm."""
+        ``valid`` (B,L) bool. As in ``forward``, every patch goes through the tokenizer (its BatchNorm
+        sees all patches); padded tokens are kept out of attention."""
         if self.cls_token is not None:
             raise ValueError("forward_visible is for encoders without a cls token")
-        if self.patch_norm == "std":
-            neighborhood = normalize_patches(neighborhood)
-        b = neighborhood.shape[0]
+        tokens, pos = self.embed(neighborhood, center)
         counts = visible.sum(dim=1)
         width = int(counts.max())
         index = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :width]   # visible first, in order
         valid = torch.arange(width, device=visible.device)[None] < counts[:, None]
-        real = self.tokenizer(neighborhood[visible][None])[0]                             # (sum counts, width)
-        tokens = real.new_zeros(b, width, real.shape[-1]).index_put((valid.nonzero(as_tuple=True)), real)
-        pos = self.pos_embed(torch.gather(center, 1, index[..., None].expand(-1, -1, 3)))
-        if self.fuse is not None:
-            tokens = self.fuse(torch.cat([tokens, pos], dim=-1))
-        return self.transformer(tokens, pos, mask=valid), index, valid
+        gather = index[..., None].expand(-1, -1, tokens.shape[-1])
+        tokens = torch.gather(tokens, 1, gather) * valid[..., None].to(tokens.dtype)
+        return self.transformer(tokens, torch.gather(pos, 1, gather), mask=valid), index, valid
 
     def forward_points(self, xyz: torch.Tensor) -> torch.Tensor:
         patches = self.group(xyz)
