@@ -169,11 +169,12 @@ def load_strict(model: torch.nn.Module, state: dict, source: str) -> None:
 
 
 def unwrap(data, source: str = "") -> dict | None:
-    """The state dict of an official checkpoint (``base_model`` / ``model`` / ``state_dict`` wrapper or
-    a bare state dict), ``module.`` stripped; None when ``data`` is not such a thing."""
+    """The state dict of an official checkpoint (``base_model`` / ``model`` / ``state_dict`` wrapper,
+    PointDif's ``pointdif``, or a bare state dict), ``module.`` stripped; None when ``data`` is not
+    such a thing."""
     state = data
     if isinstance(data, dict):
-        for key in ("base_model", "model", "state_dict"):
+        for key in ("base_model", "model", "state_dict", "pointdif"):
             if isinstance(data.get(key), dict):
                 state = data[key]
                 break

@@ -110,7 +110,9 @@ def test_model_inputs_follow_the_aligned_masks(strategy, batch):
         seen[key] = value
 
     hooks = [
-        method.encoder.tokenizer.register_forward_hook(lambda mod, a, o: keep("tokenizer", a[0].shape[1])),
+        method.encoder.tokenizer.register_forward_hook(lambda mod, a, o: keep("tokenizer", tuple(a[0].shape[:2]))),
+        method.encoder.transformer.register_forward_hook(lambda mod, a, kw, o: keep("encoded", int(kw["mask"].sum())),
+                                                         with_kwargs=True),
         method.image_encoder.register_forward_hook(lambda mod, a, kw, o: keep("groups", kw["groups"]),
                                                    with_kwargs=True),
         method.lmr_decoder.register_forward_hook(lambda mod, a, o: keep("context_mask", a[3])),
@@ -120,7 +122,8 @@ def test_model_inputs_follow_the_aligned_masks(strategy, batch):
     out = method(batch)
     for h in hooks:
         h.remove()
-    assert seen["tokenizer"] == int((~m.point_mask).sum())            # point encoder: the visible patches only
+    assert seen["tokenizer"] == tuple(m.point_mask.shape)              # tokenizer (its BatchNorm): every patch
+    assert seen["encoded"] == int((~m.point_mask).sum())               # point encoder: the visible patches only
     assert torch.equal(seen["groups"], m.image_mask)                   # image encoder: visible | masked sequences
     assert torch.equal(seen["context_mask"], ~m.image_mask)            # LMR keys/values: visible image tokens
     assert seen["reconstructed"] == int(m.point_mask.sum())            # LMR: every masked point patch
