@@ -3,7 +3,11 @@ from [local ; global] through 4 layers (-> 128); heads classify perturbed points
 
 With the feature T-Net on, PointNet's orthogonality regularizer is added (``feature_reg`` x
 ``||I - A A^T||_F``, 0.001 as PointNet trains): without it the 64x64 transform drifts far from
-orthogonal while the pretext gives little signal."""
+orthogonal while the pretext gives little signal.
+
+Where the paper is silent the defaults follow the official code (github.com/muditchaudhary/SERP-Net):
+``cls_weights`` [0.25, 0.75] weights the cross-entropy (unperturbed, perturbed), null = unweighted;
+``perturb_overlap`` and ``normalize_after_perturb`` as in ``perturb.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import torch.nn as nn
 from ..losses import PerturbationLoss
 from ..models.pointnet import PointNetEncoder, feature_transform_regularizer
 from .base import Method
-from .perturb import perturb_patches
+from .perturb import perturb_patches, renormalize
 
 
 def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
@@ -26,21 +30,27 @@ class SeRPPointNet(Method):
 
     def __init__(self, rec: str = "delta", alpha_cls: float = 0.001, alpha_rec: float = 1.5,
                  input_transform: bool = True, feature_transform: bool = True, perturb_patches: int = 20,
-                 perturb_points: int = 20, perturb_sigma: float = 0.03, feature_reg: float = 0.001):
+                 perturb_points: int = 20, perturb_sigma: float = 0.03, feature_reg: float = 0.001,
+                 cls_weights: tuple[float, float] | None = (0.25, 0.75), perturb_overlap: str = "overwrite",
+                 normalize_after_perturb: bool = True):
         super().__init__()
         self.encoder_cfg = dict(input_transform=input_transform, feature_transform=feature_transform)
-        self.perturb = dict(num_patches=perturb_patches, patch_size=perturb_points, sigma=perturb_sigma)
+        self.perturb = dict(num_patches=perturb_patches, patch_size=perturb_points, sigma=perturb_sigma,
+                            overlap=perturb_overlap)
+        self.normalize_after_perturb = normalize_after_perturb
         self.encoder = PointNetEncoder(**self.encoder_cfg)
         self.point_features = nn.Sequential(*conv_bn_relu(64 + 1024, 512), *conv_bn_relu(512, 256),
                                             *conv_bn_relu(256, 128), *conv_bn_relu(128, 128))
         self.cls_head = nn.Conv1d(128, 2, 1)
         self.rec_head = nn.Conv1d(128, 3, 1)
-        self.loss = PerturbationLoss(rec, alpha_cls, alpha_rec)
+        self.loss = PerturbationLoss(rec, alpha_cls, alpha_rec, cls_weights)
         self.feature_reg = feature_reg
 
     def forward(self, batch):
         clean = batch["points"]
         noisy, perturbed = perturb_patches(clean, **self.perturb)
+        if self.normalize_after_perturb:
+            clean, noisy = renormalize(clean, noisy)
         out = self.encoder(noisy)
         local, glob = out["local"], out["global_feat"]
         feats = self.point_features(torch.cat([local, glob.unsqueeze(2).expand(-1, -1, local.shape[2])], dim=1))

@@ -1,6 +1,10 @@
 """VASP (Garg & Chaudhary, section 3.4): SeRP-Transformer with a vector-quantized bottleneck between
 encoder and decoder (codebook 512 x 384, straight-through gradients, codebook + 0.25 x commitment).
-``restart_after`` > 0 adds dead-code restarts (not in the paper; see models/quantizer.py)."""
+``restart_after`` > 0 adds dead-code restarts (not in the paper; see models/quantizer.py).
+
+Where the paper is silent the defaults follow the official code (github.com/muditchaudhary/SERP-Net):
+``codebook_weight`` 0.25 on the codebook term (1.0 = VQ-VAE as the paper writes it) and
+``codebook_init="uniform01"`` U[0, 1) ("uniform_inv_k": U(-1/K, 1/K))."""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ from .serp_transformer import SeRPTransformer
 class VASP(SeRPTransformer):
     name = "vasp"
 
-    def __init__(self, num_codes: int = 512, commitment: float = 0.25, restart_after: int = 0, **serp):
+    def __init__(self, num_codes: int = 512, commitment: float = 0.25, restart_after: int = 0,
+                 codebook_weight: float = 0.25, codebook_init: str = "uniform01", **serp):
         super().__init__(**serp)
-        self.quantizer = VectorQuantizer(num_codes, self.encoder_cfg["width"], restart_after)
-        self.vq_loss = VQLoss(commitment)
+        self.quantizer = VectorQuantizer(num_codes, self.encoder_cfg["width"], restart_after, codebook_init)
+        self.vq_loss = VQLoss(commitment, codebook_weight)
 
     def bottleneck(self, z):
         z_st, z_q, codes = self.quantizer(z)

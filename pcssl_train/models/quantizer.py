@@ -15,12 +15,20 @@ class VectorQuantizer(nn.Module):
     random encoder output of the current batch, the usual cure for codebook collapse
     (Dhariwal et al. 2020, "Jukebox"). Under DDP the usage is summed and the new vectors are
     broadcast from rank 0, so every process keeps the same codebook.
+
+    ``init``: the codebook's initial values, ``"uniform_inv_k"`` U(-1/K, 1/K) for K codes (the
+    VQ-VAE reference implementations) or ``"uniform01"`` U[0, 1) (the official VASP code).
     """
 
-    def __init__(self, num_codes: int = 512, dim: int = 384, restart_after: int = 0):
+    INITS = ("uniform_inv_k", "uniform01")
+
+    def __init__(self, num_codes: int = 512, dim: int = 384, restart_after: int = 0, init: str = "uniform_inv_k"):
         super().__init__()
+        if init not in self.INITS:
+            raise ValueError(f"codebook init must be one of {self.INITS}, got {init!r}")
         self.codebook = nn.Embedding(num_codes, dim)
-        nn.init.uniform_(self.codebook.weight, -1.0 / num_codes, 1.0 / num_codes)
+        low, high = (0.0, 1.0) if init == "uniform01" else (-1.0 / num_codes, 1.0 / num_codes)
+        nn.init.uniform_(self.codebook.weight, low, high)
         self.restart_after = int(restart_after)
         self.register_buffer("idle_steps", torch.zeros(num_codes, dtype=torch.long), persistent=False)
 
