@@ -146,7 +146,7 @@ def test_random_init_is_seeded_and_differs_from_pretrained(rendered, tmp_path):
     r1, r2 = from_run.random_init().build(seed=4).state_dict(), from_run.random_init().build(seed=4).state_dict()
     assert all(torch.equal(r1[k], r2[k]) for k in r1)
     assert not torch.equal(r1["transformer.blocks.0.attn.qkv.weight"], a["transformer.blocks.0.attn.qkv.weight"])
-    with pytest.raises(TrainError, match="neither a pcssl-train encoder export nor a run checkpoint"):
+    with pytest.raises(TrainError, match="neither a pcssl-train encoder export, a run checkpoint nor an official"):
         torch.save({"x": 1}, tmp_path / "junk.pt")
         load_spec(tmp_path / "junk.pt")
 

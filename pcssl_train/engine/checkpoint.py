@@ -1,9 +1,9 @@
 """Checkpoints with everything needed for an exact resume; written atomically (tmp + rename).
 
-Only a run's own resume checkpoint is unpickled in full (``load``). Every other file - an export, a
-checkpoint given to ``eval``, ``export`` or ``pretrain --init``, an official checkpoint - goes through
-``load_untrusted``: ``torch.load(weights_only=True)`` with the few numpy types our checkpoints' RNG
-state needs allow-listed, so a crafted file cannot run code."""
+Every file is read by ``load_untrusted``: ``torch.load(weights_only=True)`` with the few numpy types
+our checkpoints' RNG state needs allow-listed, so a crafted file cannot run code. That holds for a
+run's own resume checkpoint too, and for anything given to ``eval``, ``export`` or ``pretrain --init``
+(exports, run checkpoints, official checkpoints)."""
 
 from __future__ import annotations
 
@@ -38,11 +38,6 @@ def save_atomic(obj, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def load(path: Path, map_location="cpu") -> dict:
-    """The run's own resume checkpoint (written by this package; its RNG state is plain Python)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def _numpy_globals() -> list:
@@ -82,8 +77,7 @@ def load_untrusted(path: Path, map_location="cpu"):
         allowed = _global_names(_numpy_globals())
         wanted = [w for w in wanted if w not in allowed] or [_unsupported_global(str(e))]
         raise TrainError(f"{path}: refused, loading it would need arbitrary unpickling ({', '.join(wanted)}); "
-                         f"only weights, numbers and strings are read from files that are not this run's own "
-                         f"checkpoints") from None
+                         f"checkpoint files may hold only weights, numbers and strings") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds on a bad file
         raise TrainError(f"{path}: not a readable torch file ({type(e).__name__}: "
                          f"{(str(e).splitlines() or [''])[0][:120]})") from None

@@ -120,7 +120,7 @@ class Trainer:
         distributed.barrier(self.info)
 
     def _resume(self) -> None:
-        state = checkpoint.load(self.ckpt_path, map_location=self.info.device)
+        state = checkpoint.load_untrusted(self.ckpt_path, map_location=self.info.device)
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -129,7 +129,7 @@ class Trainer:
         if self.info.rank == 0:
             checkpoint.set_rng_state(state["rng"])
         elif rng.is_file():
-            checkpoint.set_rng_state(checkpoint.load(rng)["rng"])
+            checkpoint.set_rng_state(checkpoint.load_untrusted(rng)["rng"])
         if self.info.main:
             print(f"resuming {self.run} after epoch {self.epoch} (step {self.step})", file=sys.stderr)
 
