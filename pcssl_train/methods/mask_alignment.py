@@ -16,12 +16,18 @@ STRATEGIES = ("random", "correspondence", "complementary")
 
 
 def project_points(xyz: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor) -> torch.Tensor:
-    """(B,G,3) world points, (B,3,3), (B,4,4) -> (B,G,2) pixel coordinates (v, u) (Eq. 1)."""
-    cam = xyz @ world_to_cam[:, :3, :3].transpose(1, 2) + world_to_cam[:, None, :3, 3]
-    z = cam[..., 2].clamp_min(1e-9)
-    u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
-    v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
-    return torch.stack([v, u], dim=-1)
+    """(B,G,3) world points, (B,3,3), (B,4,4) -> (B,G,2) pixel coordinates (v, u) (Eq. 1).
+
+    Computed in float32 (or wider) even under bf16 autocast: a bf16 matmul would move pixels by
+    ~1e-3 of their distance from the image center, enough to change the image patch of a point."""
+    dtype = torch.promote_types(torch.promote_types(xyz.dtype, world_to_cam.dtype), torch.float32)
+    with torch.autocast(xyz.device.type, enabled=False):
+        xyz, K, world_to_cam = xyz.to(dtype), K.to(dtype), world_to_cam.to(dtype)
+        cam = xyz @ world_to_cam[:, :3, :3].transpose(1, 2) + world_to_cam[:, None, :3, 3]
+        z = cam[..., 2].clamp_min(1e-9)
+        u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
+        v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
+        return torch.stack([v, u], dim=-1)
 
 
 def image_patch_index(pixels: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:

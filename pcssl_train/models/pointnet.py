@@ -42,9 +42,14 @@ class TNet(nn.Module):
 
 
 def feature_transform_regularizer(trans: torch.Tensor) -> torch.Tensor:
-    """Orthogonality penalty of a (B, k, k) transform: ``mean_b ||I - A_b A_b^T||_F``."""
-    eye = torch.eye(trans.shape[-1], dtype=trans.dtype, device=trans.device)
-    return torch.linalg.matrix_norm(eye - trans @ trans.transpose(1, 2)).mean()
+    """Orthogonality penalty of a (B, k, k) transform: ``mean_b ||I - A_b A_b^T||_F``.
+
+    Computed in float32 (or wider) even under bf16 autocast: for a nearly orthogonal A, I - A A^T
+    cancels, and a bf16 product would leave mostly rounding noise (~4e-3 per entry)."""
+    with torch.autocast(trans.device.type, enabled=False):
+        trans = trans.to(torch.promote_types(trans.dtype, torch.float32))
+        eye = torch.eye(trans.shape[-1], dtype=trans.dtype, device=trans.device)
+        return torch.linalg.matrix_norm(eye - trans @ trans.transpose(1, 2)).mean()
 
 
 class PointNetEncoder(nn.Module):

@@ -33,10 +33,12 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("idle_steps", torch.zeros(num_codes, dtype=torch.long), persistent=False)
 
     def lookup(self, z_e: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code (squared Euclidean) for each vector of z_e."""
-        flat = z_e.reshape(-1, z_e.shape[-1]).float()
-        codes = self.codebook.weight.float()
-        d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
+        """Index of the nearest code (squared Euclidean) for each vector of z_e, in float32 even under
+        autocast (a bf16 distance matmul picks another code for ~1 % of vectors)."""
+        with torch.autocast(z_e.device.type, enabled=False):
+            flat = z_e.reshape(-1, z_e.shape[-1]).float()
+            codes = self.codebook.weight.float()
+            d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
         return d.argmin(dim=1).reshape(z_e.shape[:-1])
 
     def forward(self, z_e: torch.Tensor):

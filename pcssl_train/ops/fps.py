@@ -42,15 +42,17 @@ def farthest_point_sample(xyz: Tensor, n: int) -> Tensor:
 
     with torch.no_grad():
         pts = xyz.detach().to(_compute_dtype(xyz.dtype))
-        idx = torch.zeros((B, n), dtype=torch.long, device=xyz.device)
         if n == 0:
-            return idx
+            return torch.zeros((B, 0), dtype=torch.long, device=xyz.device)
         batch = torch.arange(B, device=xyz.device)
         min_dist2 = torch.full((B, N), float("inf"), dtype=pts.dtype, device=xyz.device)
         last = torch.zeros(B, dtype=torch.long, device=xyz.device)
-        for i in range(1, n):
-            d = (pts - pts[batch, last][:, None, :]).square_().sum(-1)
-            torch.minimum(min_dist2, d, out=min_dist2)
+        chosen = [last]
+        # Out-of-place on purpose: with in-place updates (minimum(..., out=), idx[:, i] = last) the
+        # torch.compile (inductor) build of FPS followed by a gather returned other indices than eager.
+        for _ in range(1, n):
+            d = (pts - pts[batch, last][:, None, :]).square().sum(-1)
+            min_dist2 = torch.minimum(min_dist2, d)
             last = min_dist2.argmax(dim=-1)  # first maximal index on ties
-            idx[:, i] = last
-        return idx
+            chosen.append(last)
+        return torch.stack(chosen, dim=1)

@@ -78,15 +78,17 @@ def knn(query: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor]:
     N = points.shape[1]
     dtype = _compute_dtype(torch.promote_types(query.dtype, points.dtype))
     q, p = query.to(dtype), points.to(dtype)
-    dist2 = q.new_empty((B, M, k))
-    idx = torch.empty((B, M, k), dtype=torch.long, device=query.device)
     rows = max(1, _MAX_CHUNK_ELEMENTS // max(1, B * N * C))
     with torch.no_grad():
+        # chunks concatenated, not written into a preallocated output: torch.compile (inductor)
+        # has returned wrong values for such slice writes followed by a gather (see ops/fps.py)
+        dists, idxs = [q.new_empty((B, 0, k))], [torch.empty((B, 0, k), dtype=torch.long, device=query.device)]
         for start in range(0, M, rows):
             d = _pairwise_dist2(q[:, start:start + rows], p)
             d, i = d.sort(dim=-1, stable=True)  # stable: ties keep index order
-            dist2[:, start:start + rows] = d[..., :k]
-            idx[:, start:start + rows] = i[..., :k]
+            dists.append(d[..., :k])
+            idxs.append(i[..., :k])
+        dist2, idx = (torch.cat(dists, dim=1), torch.cat(idxs, dim=1)) if M else (dists[0], idxs[0])
     if torch.is_grad_enabled() and (query.requires_grad or points.requires_grad):
         # Recompute the k selected distances with autograd (cheap: B*M*k*C).
         nn = p.gather(1, idx.reshape(B, M * k, 1).expand(B, M * k, C)).reshape(B, M, k, C)
