@@ -8,7 +8,7 @@
   render    `cma-build render --device gpu` views/s against `--device cpu` on 8 synthesized
             mini-ShapeNet objects (same settings, same worker count), ratio GPU / CPU.
   pretrain  a short real-size pretraining run of every method on that rendered dataset: the
-            trainer's step (bf16 autocast, AdamW, grad clip) at batch 128 drawn with replacement
+            trainer's step (bf16 autocast, AdamW, the config's grad clip) at batch 128 drawn with replacement
             from the 8 objects through CmaDataset + DataLoader; samples/s, ratio to Point-MAE.
 
 Each part runs in its own process with its own time box (a hung or crashed CUDA context cannot

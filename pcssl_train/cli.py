@@ -98,7 +98,8 @@ def pretrain(method, data, config, out, overrides, init, device, progress) -> No
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output file [RUN/encoder-METHOD-epochN.pt].")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output file [RUN/encoder-METHOD-epochN.pt; for a "
+              "file that is not a run's checkpoint, in the current folder].")
 @click.option("--epoch", default="last", show_default=True, help="Which checkpoint: last, or an epoch kept by keep_every.")
 @click.option("--format", "fmt", type=click.Choice(["pcssl", "point-mae"]), default="pcssl", show_default=True,
               help="pcssl: this package's encoder export; point-mae: an official Point-MAE checkpoint "

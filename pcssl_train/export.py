@@ -58,7 +58,14 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike | None = No
         raise TrainError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     source = Path(source)
     path = _source_file(source, which)
-    folder = source if source.is_dir() else path.parent
+    # default output: the run folder for a run (or its checkpoint); the current folder for any other
+    # file, never the folder of someone else's checkpoint
+    if source.is_dir():
+        folder = source
+    elif path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        folder = path.parent.parent
+    else:
+        folder = Path.cwd()
     if out is not None and Path(out).resolve() == path.resolve():
         raise TrainError(f"{out}: is the file being exported; choose another --out")
     data = ckpt.load_untrusted(path)
@@ -86,7 +93,7 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike | None = No
                          f"Point-MAE checkpoint")
     if fmt == "point-mae":
         state = _point_mae_state(name, enc_cfg, weights, method, str(path))
-        return official.write(state, out or folder / f"point-mae-{label}-epoch{epoch}.pth", epoch)
+        return official.write(state, out or folder / f"{label}-epoch{epoch}.point-mae.pth", epoch)
     out = Path(out) if out else folder / f"encoder-{label}-epoch{epoch}.pt"
     ckpt.save_atomic({"format": FORMAT, "model": name, "config": enc_cfg, "state_dict": weights,
                       "method": label, "epoch": epoch, "step": step, "torch": str(torch.__version__)}, out)

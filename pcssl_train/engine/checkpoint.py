@@ -79,8 +79,11 @@ def load_untrusted(path: Path, map_location="cpu"):
         raise TrainError(f"{path}: refused, loading it would need arbitrary unpickling ({', '.join(wanted)}); "
                          f"checkpoint files may hold only weights, numbers and strings") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds on a bad file
-        raise TrainError(f"{path}: not a readable torch file ({type(e).__name__}: "
-                         f"{(str(e).splitlines() or [''])[0][:120]})") from None
+        import zipfile
+
+        why = ("not a zip archive as torch.save writes" if not zipfile.is_zipfile(path)
+               else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}")
+        raise TrainError(f"{path}: not a readable torch checkpoint ({why})") from None
 
 
 def _unsupported_global(message: str) -> str:

@@ -21,11 +21,12 @@ from . import checkpoint as ckpt
 ENCODER_DEFAULTS = {"fusion": "add", "patch_norm": "none", "cls_token": False}
 
 
-def _compare(ours: dict, theirs: dict, keys, source: str) -> None:
+def _compare(ours: dict, theirs: dict, keys, source: str, hint: bool = False) -> None:
     for key in keys:
         a, b = ours.get(key, ENCODER_DEFAULTS.get(key)), theirs.get(key, ENCODER_DEFAULTS.get(key))
         if key in theirs and a != b:
-            raise TrainError(f"{source}: its encoder has {key}={b!r}, this run's has {a!r}")
+            raise TrainError(f"{source}: its model has {key}={b!r}, this run's has {a!r}"
+                             + (f" (--set model.{key}={b})" if hint else ""))
 
 
 def initialize(method: torch.nn.Module, path: str | Path, model_cfg: dict | None = None) -> str:
@@ -49,6 +50,9 @@ def initialize(method: torch.nn.Module, path: str | Path, model_cfg: dict | None
         their_name, their_cfg, weights = data["model"], dict(data["config"]), data["state_dict"]
     elif (found := official.from_data(data, source)) is not None:
         if method.name == "point-mae" and found.kind == "pretrain" and "mask_token" in found.state:
+            if model_cfg:
+                _compare(model_cfg, found.method_config(), ("width", "depth", "decoder_depth", "group_size"), source,
+                         hint=True)
             official.load_strict(method, found.ours(), source)
             return f"the whole point-mae model from the official checkpoint {source}"
         found.ours()                                             # strict: every key must be known
