@@ -369,6 +369,10 @@ def child_argv(args, part: str, seconds: float) -> list[str]:
     return argv + (["--compile"] if args.compile else [])
 
 
+def ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
 def summarize(part: str, rows: list[dict]) -> list[str]:
     """Markdown lines for one part, with the ratios against the part's baseline."""
     ok = [r for r in rows if "error" not in r]
@@ -380,8 +384,8 @@ def summarize(part: str, rows: list[dict]) -> list[str]:
         base = next((r["fwd_bwd_ms"] for r in ok if r["method"] == "point-mae" and r["variant"] == "bf16"), None)
         lines = ["| method | variant | fwd ms | fwd+bwd ms | vs Point-MAE | +AdamW ms | peak MB |", "|---|---|---|---|---|---|---|"]
         for r in ok:
-            ratio = f"{r['fwd_bwd_ms'] / base:.2f}x" if base else "n/a"
-            lines.append(f"| {r['method']} | {r['variant']} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {ratio} | "
+            lines.append(f"| {r['method']} | {r['variant']} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | "
+                         f"{ratio(r['fwd_bwd_ms'], base)} | "
                          f"{r['step_ms']:.1f} | {r['peak_memory_mb']} |")
         return lines
     if part == "render":
@@ -389,15 +393,15 @@ def summarize(part: str, rows: list[dict]) -> list[str]:
         lines = ["| device | objects | views | px | samples | workers | wall s | views/s | vs CPU |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for r in ok:
-            ratio = f"{r['views_per_s'] / cpu:.2f}x" if cpu else "n/a"
             lines.append(f"| {r['device']} | {r['rendered']}/{r['objects']} | {r['views']} | {r['resolution']} | "
-                         f"{r['samples']} | {r['workers']} | {r['wall_s']:.1f} | {r['views_per_s']:.2f} | {ratio} |")
+                         f"{r['samples']} | {r['workers']} | {r['wall_s']:.1f} | {r['views_per_s']:.2f} | "
+                         f"{ratio(r['views_per_s'], cpu)} |")
         return lines
     base = next((r["samples_per_s"] for r in ok if r["method"] == "point-mae"), None)
     lines = ["| method | batch | samples/s | vs Point-MAE | peak MB | loss first -> last |", "|---|---|---|---|---|---|"]
     for r in ok:
-        ratio = f"{r['samples_per_s'] / base:.2f}x" if base else "n/a"
-        lines.append(f"| {r['method']} | {r['batch']} | {r['samples_per_s']:.1f} | {ratio} | {r['peak_memory_mb']} | "
+        lines.append(f"| {r['method']} | {r['batch']} | {r['samples_per_s']:.1f} | {ratio(r['samples_per_s'], base)} | "
+                     f"{r['peak_memory_mb']} | "
                      f"{r['loss_first']:.4g} -> {r['loss_last']:.4g} |")
     return lines
 

@@ -10,6 +10,7 @@ read with ``weights_only=True``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,17 +39,61 @@ def _source_file(source: Path, which: str) -> Path:
     return source
 
 
-def _point_mae_state(name: str, cfg: dict, weights: dict, method=None, source: str = "") -> dict:
-    """Official ``Point_MAE`` keys: the whole model for a point-mae method, else the encoder alone."""
-    if method is not None and method.name == "point-mae":
-        return official.pretrain_state(method)
-    if (name != "point_transformer" or cfg.get("fusion", "add") != "add" or cfg.get("patch_norm", "none") != "none"
-            or cfg.get("cls_token")):
-        what = name if name != "point_transformer" else "a point transformer with " + ", ".join(
+@dataclass
+class Pretrained:
+    """What a weights file holds, whatever its format: the point encoder (registry ``name``, ``config``,
+    ``weights``), the whole pretraining ``method`` of a run checkpoint, and ``official`` for official
+    Point-MAE files (their whole model is ``official.ours()``)."""
+
+    name: str
+    config: dict
+    weights: dict
+    label: str
+    epoch: int = 0
+    step: int = 0
+    method: torch.nn.Module | None = None
+    model_config: dict | None = None          # a run checkpoint's ``model`` section
+    official: official.OfficialCheckpoint | None = None
+
+
+def read_pretrained(path: Path) -> Pretrained:
+    """Read a run checkpoint, an encoder export or an official Point-MAE checkpoint (``weights_only``),
+    strictly: a file whose keys do not fit its model is a one-line error."""
+    data = ckpt.load_untrusted(path)
+    if isinstance(data, dict) and data.get("format") == "pcssl-checkpoint/1":
+        cfg = data["config"]
+        method = create_method(cfg["method"], **cfg["model"])
+        official.load_strict(method, data["model"], str(path))
+        name, enc_cfg, weights = method.encoder_export()
+        return Pretrained(name, dict(enc_cfg), {k: v.clone() for k, v in weights.items()}, cfg["method"],
+                          int(data["epoch"]), int(data["step"]), method, dict(cfg["model"]))
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        return Pretrained(data["model"], dict(data["config"]), data["state_dict"], data.get("method", ""),
+                          int(data.get("epoch", 0)), int(data.get("step", 0)))
+    found = official.from_data(data, str(path))
+    if found is None:
+        raise TrainError(f"{path}: neither a pcssl-train encoder export, a run checkpoint nor an official "
+                         f"Point-MAE checkpoint")
+    found.check()
+    return Pretrained("point_transformer", found.encoder_config(), found.encoder_state(),
+                      f"point-mae-official-{found.kind}", found.epoch, official=found)
+
+
+def _point_mae_state(got: Pretrained, source: str) -> dict:
+    """Official keys: the whole ``Point_MAE`` of a point-mae method, an official file's own model, or
+    the encoder alone as ``MAE_encoder.*`` (what the official fine-tuning reads)."""
+    if got.official is not None and (got.official.kind == "finetune" or "mask_token" in got.official.state):
+        return got.official.state                      # the file's own model, keys normalized
+    if got.method is not None and got.method.name == "point-mae":
+        return official.pretrain_state(got.method)
+    cfg = got.config
+    if (got.name != "point_transformer" or cfg.get("fusion", "add") != "add"
+            or cfg.get("patch_norm", "none") != "none" or cfg.get("cls_token")):
+        what = got.name if got.name != "point_transformer" else "a point transformer with " + ", ".join(
             f"{k}={cfg[k]}" for k in ("fusion", "patch_norm", "cls_token") if k in cfg)
         raise TrainError(f"{source}: the encoder ({what}) has no official Point-MAE equivalent; "
                          f"export it with --format pcssl")
-    return official.encoder_as_pretrain_state(weights)
+    return official.encoder_as_pretrain_state(got.weights)
 
 
 def export_encoder(source: str | os.PathLike, out: str | os.PathLike | None = None, which: str = "last",
@@ -68,35 +113,14 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike | None = No
         folder = Path.cwd()
     if out is not None and Path(out).resolve() == path.resolve():
         raise TrainError(f"{out}: is the file being exported; choose another --out")
-    data = ckpt.load_untrusted(path)
-    method = None
-    if isinstance(data, dict) and data.get("format") == "pcssl-checkpoint/1":
-        cfg = data["config"]
-        method = create_method(cfg["method"], **cfg["model"])
-        official.load_strict(method, data["model"], str(path))
-        name, enc_cfg, weights = method.encoder_export()
-        label, epoch, step = cfg["method"], int(data["epoch"]), int(data["step"])
-    elif isinstance(data, dict) and data.get("format") == FORMAT:
-        name, enc_cfg, weights = data["model"], dict(data["config"]), data["state_dict"]
-        label, epoch, step = data.get("method", ""), int(data.get("epoch", 0)), int(data.get("step", 0))
-    elif (found := official.from_data(data, str(path))) is not None:
-        if found.kind == "pretrain" and "mask_token" in found.state:
-            method = found.method()
-        elif found.kind == "finetune":
-            found.classifier()                         # strict check of every key
-        name, enc_cfg, weights = "point_transformer", found.encoder_config(), found.encoder_state()
-        label, epoch, step = f"point-mae-official-{found.kind}", found.epoch, 0
-        if fmt == "point-mae" and found.kind == "finetune":
-            return official.write(found.state, out or folder / f"{path.stem}-point-mae.pth", epoch)
-    else:
-        raise TrainError(f"{path}: neither a pcssl-train run checkpoint, an encoder export nor an official "
-                         f"Point-MAE checkpoint")
+    got = read_pretrained(path)
     if fmt == "point-mae":
-        state = _point_mae_state(name, enc_cfg, weights, method, str(path))
-        return official.write(state, out or folder / f"{label}-epoch{epoch}.point-mae.pth", epoch)
-    out = Path(out) if out else folder / f"encoder-{label}-epoch{epoch}.pt"
-    ckpt.save_atomic({"format": FORMAT, "model": name, "config": enc_cfg, "state_dict": weights,
-                      "method": label, "epoch": epoch, "step": step, "torch": str(torch.__version__)}, out)
+        return official.write(_point_mae_state(got, str(path)),
+                              out or folder / f"{got.label}-epoch{got.epoch}.point-mae.pth", got.epoch)
+    out = Path(out) if out else folder / f"encoder-{got.label}-epoch{got.epoch}.pt"
+    ckpt.save_atomic({"format": FORMAT, "model": got.name, "config": got.config, "state_dict": got.weights,
+                      "method": got.label, "epoch": got.epoch, "step": got.step, "torch": str(torch.__version__)},
+                     out)
     return out
 
 

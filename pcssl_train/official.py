@@ -134,6 +134,20 @@ class OfficialCheckpoint:
         """The point encoder's weights under ``PointTransformerEncoder`` names."""
         return {k[len("encoder."):]: v for k, v in self.ours().items() if k.startswith("encoder.")}
 
+    def check(self) -> None:
+        """Strict check of every key and shape against the model the file holds. The number of heads
+        does not change any shape, so the check builds the model with one head and holds for any."""
+        from .methods import create_method
+        from .models import create_model
+
+        if self.kind == "finetune":
+            model, state = create_model("point_transformer_cls", **self.classifier_config(num_heads=1)), self.ours()
+        elif "mask_token" in self.state:
+            model, state = create_method("point-mae", **self.method_config(num_heads=1)), self.ours()
+        else:   # the encoder alone (MAE_encoder.*), as exported for the official fine-tuning
+            model, state = create_model("point_transformer", **self.encoder_config(num_heads=1)), self.encoder_state()
+        load_strict(model, state, self.source)
+
     def method(self, **overrides):
         """The ``point-mae`` method with these weights (pretraining checkpoints)."""
         from .methods import create_method

@@ -41,6 +41,17 @@ def inputs():
     return torch.load(FIXTURE / "inputs.pt", weights_only=True)
 
 
+def tiny_point_mae(width: int = 64):
+    """A point-mae method of the tiny config's size (16 patches of 16 points, 2 + 1 blocks)."""
+    return create_method("point-mae", num_group=16, group_size=16, width=width, depth=2, num_heads=4, decoder_depth=1,
+                         decoder_heads=4)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run ``pcssl-train ARGS`` as a user would."""
+    return subprocess.run([str(BIN / "pcssl-train"), *args], capture_output=True, text=True, timeout=600)
+
+
 def official_keys(expected, model: str) -> set[str]:
     return {row["key"] for row in expected["state_dict_keys"][model]}
 
@@ -109,8 +120,7 @@ def fixture_size_run(rendered, tmp_path_factory):
 
 def test_point_mae_export_round_trips(fixture_size_run, tmp_path):
     out = tmp_path / "ours.pth"
-    proc = subprocess.run([str(BIN / "pcssl-train"), "export", str(fixture_size_run), "--format", "point-mae",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = cli("export", str(fixture_size_run), "--format", "point-mae", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     raw = torch.load(out, weights_only=True)
     assert set(raw) >= {"base_model", "epoch"} and all(k.startswith("module.") for k in raw["base_model"])
@@ -142,8 +152,7 @@ def test_official_checkpoint_exports_to_both_formats(tmp_path, expected):
 
 
 def test_loading_is_strict(tmp_path):
-    method = create_method("point-mae", num_group=16, group_size=16, width=64, depth=2, num_heads=4, decoder_depth=1,
-                           decoder_heads=4)
+    method = tiny_point_mae()
     state = official.pretrain_state(method)
     official.write(dict(state, **{"MAE_encoder.extra.weight": torch.zeros(2)}), tmp_path / "extra.pth")
     with pytest.raises(TrainError, match="unexpected key 'MAE_encoder.extra.weight'"):
@@ -159,8 +168,7 @@ def test_loading_is_strict(tmp_path):
 
 
 def test_crossalignnet_point_branch_starts_from_point_mae_weights(rendered, tmp_path):
-    src = create_method("point-mae", num_group=16, group_size=16, width=64, depth=2, num_heads=4, decoder_depth=1,
-                        decoder_heads=4)
+    src = tiny_point_mae()
     path = official.write(official.pretrain_state(src), tmp_path / "pretrain.pth")
     cfg = load_config("crossalignnet", "crossalignnet-tiny", ())
     method = create_method("crossalignnet", **cfg["model"])
@@ -172,26 +180,22 @@ def test_crossalignnet_point_branch_starts_from_point_mae_weights(rendered, tmp_
     assert all(torch.equal(v, method.image_encoder.state_dict()[k]) for k, v in image_before.items())
     # the CLI: the run starts from those weights and trains
     run = tmp_path / "run"
-    proc = subprocess.run([str(BIN / "pcssl-train"), "pretrain", "-c", "crossalignnet-tiny", "-d", str(rendered),
-                           "-o", str(run), "--no-progress", "--init", str(path), "--set", "optim.epochs=1",
-                           "--set", "train.tensorboard=false"], capture_output=True, text=True, timeout=600)
+    proc = cli("pretrain", "-c", "crossalignnet-tiny", "-d", str(rendered), "-o", str(run), "--no-progress",
+               "--init", str(path), "--set", "optim.epochs=1", "--set", "train.tensorboard=false")
     assert proc.returncode == 0, proc.stderr
     assert "initialized the point encoder of crossalignnet" in proc.stderr
     assert load_config(None, str(run / "config.yaml"))["init"] == str(path.resolve())
     # a different size is refused in one line, before the run folder is made
-    wide = create_method("point-mae", num_group=16, group_size=16, width=32, depth=2, num_heads=4, decoder_depth=1,
-                         decoder_heads=4)
+    wide = tiny_point_mae(width=32)
     official.write(official.pretrain_state(wide), tmp_path / "wide.pth")
-    proc = subprocess.run([str(BIN / "pcssl-train"), "pretrain", "-c", "crossalignnet-tiny", "-d", str(rendered),
-                           "-o", str(tmp_path / "run2"), "--no-progress", "--init", str(tmp_path / "wide.pth")],
-                          capture_output=True, text=True, timeout=600)
+    proc = cli("pretrain", "-c", "crossalignnet-tiny", "-d", str(rendered), "-o", str(tmp_path / "run2"),
+               "--no-progress", "--init", str(tmp_path / "wide.pth"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "width=32" in proc.stderr and not (tmp_path / "run2").exists()
 
 
-def test_point_mae_resumes_from_official_weights(rendered, tmp_path):
-    src = create_method("point-mae", num_group=16, group_size=16, width=64, depth=2, num_heads=4, decoder_depth=1,
-                        decoder_heads=4)
+def test_point_mae_starts_from_official_weights(rendered, tmp_path):
+    src = tiny_point_mae()
     path = official.write(official.pretrain_state(src), tmp_path / "pretrain.pth")
     cfg = load_config("point-mae", "point-mae-tiny", ())
     method = create_method("point-mae", **cfg["model"])
@@ -212,8 +216,7 @@ class _Marker:
 def test_crafted_checkpoints_are_refused_and_run_nothing(rendered, tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
-    method = create_method("point-mae", num_group=16, group_size=16, width=64, depth=2, num_heads=4, decoder_depth=1,
-                           decoder_heads=4)
+    method = tiny_point_mae()
     torch.save({"base_model": {"module." + k: v for k, v in official.pretrain_state(method).items()},
                 "epoch": 0, "metrics": _Marker(marker)}, evil)
     assert not marker.exists()
@@ -224,7 +227,7 @@ def test_crafted_checkpoints_are_refused_and_run_nothing(rendered, tmp_path):
                             "--no-progress", "--init", str(evil)],
     }
     for what, args in commands.items():
-        proc = subprocess.run([str(BIN / "pcssl-train"), *args], capture_output=True, text=True, timeout=600)
+        proc = cli(*args)
         assert proc.returncode == 2, (what, proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "refused" in lines[0] and "arbitrary unpickling" in lines[0], (what, proc.stderr)

@@ -15,7 +15,6 @@ import torch
 
 from .. import official
 from ..errors import TrainError
-from . import checkpoint as ckpt
 
 
 ENCODER_DEFAULTS = {"fusion": "add", "patch_norm": "none", "cls_token": False}
@@ -32,38 +31,26 @@ def _compare(ours: dict, theirs: dict, keys, source: str, hint: bool = False) ->
 def initialize(method: torch.nn.Module, path: str | Path, model_cfg: dict | None = None) -> str:
     """Load FILE's weights into a freshly built ``method`` (built from ``model_cfg``); returns a
     one-line account of what was loaded."""
-    from ..export import FORMAT
-    from ..methods import create_method
+    from ..export import read_pretrained
 
     source = str(path)
-    data = ckpt.load_untrusted(Path(path))
+    got = read_pretrained(Path(path))
     name, cfg, _ = method.encoder_export()
-    if isinstance(data, dict) and data.get("format") == "pcssl-checkpoint/1":
-        run_cfg = data["config"]
-        if run_cfg["method"] == method.name and run_cfg["model"] == model_cfg:
-            official.load_strict(method, data["model"], source)
-            return f"the whole {method.name} model from {source} (epoch {data['epoch']})"
-        other = create_method(run_cfg["method"], **run_cfg["model"])
-        official.load_strict(other, data["model"], source)
-        their_name, their_cfg, weights = other.encoder_export()
-    elif isinstance(data, dict) and data.get("format") == FORMAT:
-        their_name, their_cfg, weights = data["model"], dict(data["config"]), data["state_dict"]
-    elif (found := official.from_data(data, source)) is not None:
-        if method.name == "point-mae" and found.kind == "pretrain" and "mask_token" in found.state:
-            if model_cfg:
-                _compare(model_cfg, found.method_config(), ("width", "depth", "decoder_depth", "group_size"), source,
-                         hint=True)
-            official.load_strict(method, found.ours(), source)
-            return f"the whole point-mae model from the official checkpoint {source}"
-        found.ours()                                             # strict: every key must be known
-        their_name, their_cfg, weights = "point_transformer", found.encoder_config(), found.encoder_state()
-        their_cfg = {k: v for k, v in their_cfg.items() if k not in ("num_heads", "num_group", "group_size",
-                                                                     "drop_path")}  # not in the weights
-    else:
-        raise TrainError(f"{source}: neither an official Point-MAE checkpoint, a pcssl-train run checkpoint "
-                         f"nor an encoder export")
-    if their_name != name:
-        raise TrainError(f"{source}: holds a {their_name} encoder, {method.name} trains a {name}")
+    found = got.official
+    if found is not None and method.name == "point-mae" and "mask_token" in found.state:
+        if model_cfg:
+            _compare(model_cfg, found.method_config(), ("width", "depth", "decoder_depth", "group_size"), source,
+                     hint=True)
+        official.load_strict(method, found.ours(), source)
+        return f"the whole point-mae model from the official checkpoint {source}"
+    if got.method is not None and got.method.name == method.name and got.model_config == model_cfg:
+        official.load_strict(method, got.method.state_dict(), source)
+        return f"the whole {method.name} model from {source} (epoch {got.epoch})"
+    their_cfg = got.config
+    if got.official is not None:   # the weights do not record these; the official defaults were assumed
+        their_cfg = {k: v for k, v in their_cfg.items() if k not in ("num_heads", "num_group", "group_size", "drop_path")}
+    if got.name != name:
+        raise TrainError(f"{source}: holds a {got.name} encoder, {method.name} trains a {name}")
     _compare(cfg, their_cfg, ("width", "depth", "num_heads", "fusion", "patch_norm", "cls_token"), source)
-    official.load_strict(method.encoder, dict(weights), source)
-    return f"the point encoder of {method.name} from {source} ({len(weights)} tensors); the rest keeps its init"
+    official.load_strict(method.encoder, dict(got.weights), source)
+    return f"the point encoder of {method.name} from {source} ({len(got.weights)} tensors); the rest keeps its init"

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..data.transforms import normalize_params
-from ..engine import checkpoint as ckpt
 from ..errors import TrainError
 from ..models import create_model
 from ..models.point_transformer import PointTransformerEncoder
@@ -58,33 +57,15 @@ def load_spec(source: str | os.PathLike, which: str = "last") -> EncoderSpec:
     """An exported encoder (``pcssl-train export``), a run folder, a run checkpoint file, or an official
     Point-MAE checkpoint (pretraining or fine-tuned; see ``pcssl_train.official``). Files are read
     with ``weights_only=True``: nothing in them runs."""
-    from .. import official
-    from ..export import FORMAT, run_checkpoint
-    from ..methods import create_method
+    from ..export import read_pretrained, run_checkpoint
 
     path = Path(source)
     if path.is_dir():
         path = run_checkpoint(path, which)
     if not path.is_file():
         raise TrainError(f"{source}: no such encoder file or run folder")
-    data = ckpt.load_untrusted(path)
-    if isinstance(data, dict) and data.get("format") == FORMAT:
-        return EncoderSpec(data["model"], dict(data["config"]), data["state_dict"], str(path),
-                           data.get("method", ""), int(data.get("epoch", 0)))
-    if isinstance(data, dict) and data.get("format") == "pcssl-checkpoint/1":
-        cfg = data["config"]
-        method = create_method(cfg["method"], **cfg["model"])
-        official.load_strict(method, data["model"], str(path))
-        name, enc_cfg, weights = method.encoder_export()
-        return EncoderSpec(name, dict(enc_cfg), {k: v.clone() for k, v in weights.items()}, str(path),
-                           cfg["method"], int(data["epoch"]))
-    found = official.from_data(data, str(path))
-    if found is not None:
-        found.ours()  # strict: an unknown key is an error here, not a silent partial load
-        return EncoderSpec("point_transformer", found.encoder_config(), found.encoder_state(), str(path),
-                           f"official Point-MAE ({found.kind})", found.epoch)
-    raise TrainError(f"{path}: neither a pcssl-train encoder export, a run checkpoint nor an official "
-                     f"Point-MAE checkpoint")
+    got = read_pretrained(path)
+    return EncoderSpec(got.name, got.config, got.weights, str(path), got.label, got.epoch)
 
 
 def normalize_clouds(points: np.ndarray) -> np.ndarray:

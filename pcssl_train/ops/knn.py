@@ -88,7 +88,7 @@ def knn(query: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor]:
             d, i = d.sort(dim=-1, stable=True)  # stable: ties keep index order
             dists.append(d[..., :k])
             idxs.append(i[..., :k])
-        dist2, idx = (torch.cat(dists, dim=1), torch.cat(idxs, dim=1)) if M else (dists[0], idxs[0])
+        dist2, idx = torch.cat(dists, dim=1), torch.cat(idxs, dim=1)
     if torch.is_grad_enabled() and (query.requires_grad or points.requires_grad):
         # Recompute the k selected distances with autograd (cheap: B*M*k*C).
         nn = p.gather(1, idx.reshape(B, M * k, 1).expand(B, M * k, C)).reshape(B, M, k, C)
