@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from ..data import Augment, CmaDataset
 from ..errors import TrainError
@@ -25,6 +24,7 @@ from . import checkpoint, distributed
 from .config import config_diff
 from .initialize import initialize
 from .metrics import MetricsLog
+from .progress import progress_bar
 from .schedule import make_scheduler
 
 KILL_AT_STEP = "PCSSL_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process right after that optimizer step
@@ -63,7 +63,7 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: dict, data: str | os.PathLike, run: str | os.PathLike, device: str | None = None,
-                 progress: bool = True):
+                 progress: bool | None = None):
         self.cfg, self.run, self.progress = cfg, Path(run), progress
         self.info = distributed.setup(device)
         self.ckpt_path = self.run / "checkpoints" / "last.pt"
@@ -166,8 +166,8 @@ class Trainer:
                 loader = DataLoader(self.dataset, batch_size=self.batch, sampler=self.sampler, drop_last=True,
                                     num_workers=cfg["data"]["workers"], pin_memory=info.device.type == "cuda")
                 self.model.train()
-                bar = tqdm(loader, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{epochs}",
-                           disable=not (self.progress and info.main), leave=False, dynamic_ncols=True)
+                bar = progress_bar(loader, progress=self.progress, main=info.main, total=self.steps_per_epoch,
+                                   desc=f"epoch {self.epoch + 1}/{epochs}", leave=False)
                 t0, sums = time.perf_counter(), {}
                 for batch in bar:
                     batch = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
@@ -239,7 +239,9 @@ class Trainer:
         distributed.teardown(self.info)
 
 
-def pretrain(cfg: dict, data, run, device: str | None = None, progress: bool = True) -> dict:
+def pretrain(cfg: dict, data, run, device: str | None = None, progress: bool | None = None) -> dict:
+    """Train (or resume) a run. ``progress``: None shows a bar only when stderr is a terminal, True always,
+    False never; a line per epoch goes to stderr either way."""
     trainer = Trainer(cfg, data, run, device, progress)
     try:
         return trainer.fit()

@@ -129,7 +129,7 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, groups: list[
 
 def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_category: int = 48, epochs: int = 60,
                   eval_every: int = 15, batch_size: int = 16, seed: int = 0, device: str | None = None,
-                  progress: bool = True, command: str = "", ways: int = 5, shots: int = 10,
+                  progress: bool | None = None, command: str = "", ways: int = 5, shots: int = 10,
                   random_seeds: int = 5) -> dict:
     from ..engine.config import load_config
     from ..engine.trainer import pretrain

@@ -15,13 +15,14 @@ epoch (Point-MAE's scripts report the best test epoch, which overstates accuracy
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from ..engine.progress import epoch_line, progress_bar
 from ..engine.schedule import make_scheduler
 from ..engine.trainer import param_groups
 from ..errors import TrainError
@@ -103,7 +104,9 @@ def _loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val: PointSet | None = None,
                         cfg: FinetuneConfig | None = None, device: str | torch.device = "cpu",
-                        progress: bool = True, log=None) -> dict:
+                        progress: bool | None = None, log=None) -> dict:
+    """``progress``: None shows a bar only when stderr is a terminal, True always, False never; when it
+    is hidden, a line per epoch goes to stderr."""
     cfg = cfg or FinetuneConfig()
     if train.class_names != test.class_names:
         raise TrainError("train and test sets have different classes")
@@ -121,7 +124,9 @@ def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val:
     x_val = torch.from_numpy(normalize_clouds(val.points)) if val is not None else None
     gen = torch.Generator().manual_seed(cfg.seed)
     history, best = [], None
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="fine-tune", disable=not progress, leave=False):
+    bar = progress_bar(range(1, cfg.epochs + 1), progress=progress, desc="fine-tune", unit="epoch", leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
         model.train()
         order = torch.randperm(len(train), generator=gen)
         total = 0.0
@@ -144,8 +149,13 @@ def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val:
                 if best is None or row["val_accuracy"] > best["val_accuracy"]:
                     best = dict(row)
         history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4g}")
+        epoch_line(bar, f"fine-tune epoch {epoch}/{cfg.epochs}: loss {row['loss']:.4g}"
+                        + "".join(f", {k.replace('_', ' ')} {row[k]:.4f}" for k in ("test_accuracy", "val_accuracy")
+                                  if k in row) + f", {time.perf_counter() - t0:.1f} s")
         if log is not None:
             log(row)
+    bar.close()
     voted = float((predict(model, x_test, cfg, cfg.votes, device, cfg.seed + 1) == test.labels).mean())
     out = {"protocol": "finetune", "test_accuracy": history[-1]["test_accuracy"], "test_accuracy_vote": voted,
            "votes": cfg.votes, "epochs": cfg.epochs, "history": history,

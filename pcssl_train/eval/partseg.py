@@ -38,14 +38,15 @@ Deliberate differences from Point-MAE:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from ..engine.progress import epoch_line, progress_bar
 from ..engine.schedule import make_scheduler
 from ..engine.trainer import param_groups
 from ..errors import TrainError
@@ -282,7 +283,7 @@ def evaluate_partseg(model: PartSegModel, points: torch.Tensor, labels: torch.Te
 
 def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: PointSet, test: PointSet, *,
                      epochs: int = 300, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.05,
-                     warmup_epochs: int = 10, seed: int = 0, device="cpu", progress: bool = True,
+                     warmup_epochs: int = 10, seed: int = 0, device="cpu", progress: bool | None = None,
                      log: Callable[[dict], None] | None = None, eval_every: int = 1, min_lr: float = 1e-6,
                      warmup_lr: float = 1e-6, clip_grad: float | None = 10.0, augment: bool = True) -> dict:
     """Fine-tune a point transformer (``encoder_state`` weights, or a random init when None) for part
@@ -292,7 +293,8 @@ def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: Point
     ``per_category`` of the last evaluation, ``best_instance_miou`` / ``best_category_miou`` over the
     evaluations, and ``history``: one row per epoch {epoch (1-based), loss (mean training loss), lr,
     instance_miou, category_miou} (the mIoUs None on epochs without evaluation); ``log(row)`` is
-    called with each row."""
+    called with each row. ``progress``: None shows a bar only when stderr is a terminal, True always,
+    False never; when it is hidden, a line per epoch goes to stderr."""
     cfg = encoder_config(encoder_cfg)
     _check_sets(train, test)
     if epochs < 1 or eval_every < 1:
@@ -329,8 +331,9 @@ def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: Point
     history: list[dict] = []
     metrics: dict = {}
     best_inst = best_cat = float("-inf")
-    bar = tqdm(range(epochs), desc="partseg", unit="epoch", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(epochs), progress=progress, desc="partseg", unit="epoch")
     for epoch in bar:
+        t0 = time.perf_counter()
         model.train()
         order = torch.randperm(len(train), generator=gen)
         lr_now = optimizer.param_groups[0]["lr"]
@@ -362,6 +365,10 @@ def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: Point
         else:
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         history.append(row)
+        epoch_line(bar, f"partseg epoch {epoch + 1}/{epochs}: loss {row['loss']:.4g}"
+                        + ("" if row["instance_miou"] is None else
+                           f", instance mIoU {row['instance_miou']:.4f}, category mIoU {row['category_miou']:.4f}")
+                        + f", {time.perf_counter() - t0:.1f} s")
         if log is not None:
             log(dict(row))
     bar.close()

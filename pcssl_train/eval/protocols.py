@@ -33,7 +33,7 @@ def _pct(x: float) -> str:
 
 def run_protocol(encoder, protocol: str, benchmark: str, root, variant=None, num_points=None, random_init=False,
                  which="last", ways="5,10", shots="10,20", trials=10, epochs=None, batch_size=None, seed=0,
-                 device=None, progress=True, out: Path | None = None) -> dict:
+                 device=None, progress: bool | None = None, out: Path | None = None) -> dict:
     spec = load_spec(encoder, which)
     if random_init:
         spec = spec.random_init()
