@@ -23,6 +23,7 @@ import shutil
 import socket
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,23 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
     "label": ("", "int16", False, "category label: index of the synset in the attribute label_names", "-1 if unknown"),
     "split": ("", "uint8", False, "0 train, 1 val, 2 test (attribute split_codes)", "-"),
 }
+
+# zarr v3 dimension_names (read by xarray and dask): the shape letters of ARRAYS, then each literal
+# axis by array. A name means one size everywhere, so one shard opens as one xarray.Dataset.
+DIMENSIONS = {"N": "object", "V": "view", "H": "y", "W": "x", "P": "view_point", "F": "fused_point"}
+COMPONENT_DIMENSIONS = {
+    "rgb": ("channel",), "normal": ("xyz",), "K": ("k_row", "k_col"), "world_to_cam": ("row", "col"),
+    "blender_matrix_world": ("row", "col"), "view_points": ("xyz",), "view_pixels": ("vu",),
+    "fused_points": ("xyz",), "fused_origin": ("view_v_u",), "fused_pixels": ("vu",), "bounding_sphere": ("center_radius",),
+}
+
+
+def dimension_names(array: str) -> tuple[str, ...]:
+    """Names of the axes of ``array`` in a shard, e.g. rgb: (object, view, y, x, channel)."""
+    letters = ["N"] + [d for d in ARRAYS[array][0].split(",") if d]
+    components = iter(COMPONENT_DIMENSIONS.get(array, ()))
+    return tuple(DIMENSIONS[d] if d in DIMENSIONS else next(components) for d in letters)
+
 
 INDEX_COLUMNS = ["synset_id", "model_id", "category", "label", "split", "status", "error", "warnings", "shard", "row",
                  "seconds_setup", "seconds_render", "seconds_decode", "seconds_raycast", "seconds_backproject",
@@ -269,9 +287,12 @@ class Dataset:
             values = [r["arrays"][array] for r in results]
             data = np.stack([np.asarray(v, dtype=object if dtype == "string" else dtype) for v in values])
             chunks = (1, 1) + data.shape[2:] if per_view else (1,) + data.shape[1:]
-            kwargs = dict(shape=data.shape, chunks=chunks, shards=data.shape, compressors=[_COMPRESSOR])
+            dims = dimension_names(array)
+            kwargs = dict(shape=data.shape, chunks=chunks, shards=data.shape, compressors=[_COMPRESSOR],
+                          dimension_names=dims)
             if dtype == "string":
-                group.create_array(array, shape=data.shape, dtype=str, chunks=data.shape)[:] = data.astype(str)
+                group.create_array(array, shape=data.shape, dtype=str, chunks=data.shape,
+                                   dimension_names=dims)[:] = data.astype(str)
             else:
                 group.create_array(array, dtype=dtype, **kwargs)[:] = data
             if array == "depth":
@@ -284,6 +305,7 @@ class Dataset:
             rec["seconds_total"] = round(rec.get("seconds_total", 0.0) + seconds / n, 4)
             records.append(rec)
         group.attrs["objects"] = records
+        consolidate(staging)
         os.replace(staging, self.root / "shards" / name)  # the commit
         self.append_log(records)
         return name, records
@@ -300,6 +322,36 @@ class Dataset:
             with _flock(self.root / ".lock-index", fcntl.LOCK_EX):
                 return write_index(self.root, self.state())
         return write_index(self.root, state)
+
+
+def consolidate(group: Path) -> None:
+    """Copy the arrays' metadata into the group's zarr.json (zarr-python's consolidated metadata),
+    so xarray.open_zarr opens a shard with one read and without its fallback warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(group))
+
+
+def add_dimension_names(shard: Path) -> bool:
+    """Give the arrays of a shard written before dimension names existed their names (metadata
+    only, each zarr.json replaced atomically) and consolidate it. Returns whether it changed."""
+    changed = False
+    for meta_path in sorted(shard.glob("*/zarr.json")):
+        name = meta_path.parent.name
+        meta = json.loads(meta_path.read_text("utf-8"))
+        if name not in ARRAYS or meta.get("node_type") != "array" or meta.get("dimension_names"):
+            continue
+        dims = dimension_names(name)
+        if len(dims) != len(meta["shape"]):
+            raise CmaError(f"{meta_path}: {len(meta['shape'])} axes, expected {len(dims)} ({', '.join(dims)})")
+        meta["dimension_names"] = list(dims)
+        with atomic_write(meta_path) as fh:
+            json.dump(meta, fh, indent=2)
+        changed = True
+    if changed or "consolidated_metadata" not in json.loads((shard / "zarr.json").read_text("utf-8")):
+        consolidate(shard)
+        changed = True
+    return changed
 
 
 def write_index(root: Path, state: State) -> Path:
@@ -339,7 +391,7 @@ def describe(settings: RenderSettings) -> dict:
         if name == "normal" and not settings.normals:
             continue
         dims = ["N"] + [d for d in shape.split(",") if d]
-        arrays[name] = {"shape": dims, "example_shape": [sizes.get(d, int(d) if d.isdigit() else None) for d in dims],
+        arrays[name] = {"shape": dims, "dimension_names": list(dimension_names(name)), "example_shape": [sizes.get(d, int(d) if d.isdigit() else None) for d in dims],
                         "dtype": dtype, "chunk": "one view of one object" if per_view else "one object",
                         "description": description, "missing": missing}
     return {
