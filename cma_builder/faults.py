@@ -10,7 +10,9 @@ Comma-separated entries ``kind:target``:
 - ``exit-idle:<model id>``: the worker exits right after sending that model's result (it dies
   while idle; the task sent to it next must be handed to another worker, not failed);
 - ``kill-in-shard-write:<n>``: the driver SIGKILLs itself while writing its n-th shard
-  (after some arrays are on disk, before the shard is committed).
+  (after some arrays are on disk, before the shard is committed);
+- ``kill-in-export:<model id>``: ``cma-build export`` SIGKILLs itself after writing part of that
+  model's files (before they are renamed into place).
 """
 
 from __future__ import annotations
@@ -67,3 +69,8 @@ def in_shard_write(shard_number: int) -> None:
     for kind, target in _entries():
         if kind == "kill-in-shard-write" and int(target) == shard_number:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def in_export(model_id: str) -> None:
+    if ("kill-in-export", model_id) in _entries():
+        os.kill(os.getpid(), signal.SIGKILL)

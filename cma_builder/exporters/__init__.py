@@ -1,0 +1,186 @@
+"""``cma-build export``: the dataset in the formats other codebases read.
+
+Each format is one module with an :class:`Exporter` registered in ``FORMATS``. The driver here
+selects objects, checks the output folder before any work, writes each object under
+``OUT/.staging`` and renames it into place (an object's files are complete or absent), skips
+objects already exported (a re-run resumes), and lets the format write its lists at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import faults
+from ..atomic import atomic_write
+from ..errors import CmaError
+from ..progress import progress
+from ..reader import DatasetReader, ObjectRef
+from ..splits import SPLIT_NAMES
+from ..taxonomy import Taxonomy
+
+MARKER = "cma-export.json"
+FORMATS: dict[str, type["Exporter"]] = {}
+
+
+def register(cls: type["Exporter"]) -> type["Exporter"]:
+    FORMATS[cls.name] = cls
+    return cls
+
+
+class Exporter:
+    """One output format. ``options`` are the format's settings that change file contents; an
+    export folder is only resumed with the same ones."""
+
+    name = ""
+    summary = ""
+    arrays: tuple[str, ...] = ()  # what write() reads
+
+    def __init__(self, reader: DatasetReader, options: dict):
+        self.reader = reader
+        self.options = options
+
+    def check(self) -> None:
+        """Refuse options this dataset cannot satisfy, before any work (raise CmaError)."""
+
+    def target(self, obj: ObjectRef) -> str:
+        """Path of the object's file or folder, relative to the export folder."""
+        raise NotImplementedError
+
+    def write(self, obj: ObjectRef, arrays: dict, path: Path) -> None:
+        """Write the object's file or folder at ``path`` (a fresh staging path)."""
+        raise NotImplementedError
+
+    def finish(self, out: Path, exported: list[ObjectRef]) -> list[Path]:
+        """Write files that list every exported object; returns their paths."""
+        return []
+
+
+@dataclass
+class ExportSummary:
+    out: Path
+    format: str
+    selected: int = 0
+    written: int = 0
+    already: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    lists: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def select(reader: DatasetReader, splits: list[str] | None, categories: list[str] | None,
+           limit: int | None) -> list[ObjectRef]:
+    """Done objects of the index filtered by split and category; ``limit`` taken round-robin
+    across categories (as ``render --limit``)."""
+    objs = reader.objects()
+    if splits:
+        bad = [s for s in splits if s not in SPLIT_NAMES]
+        if bad:
+            raise CmaError(f"unknown split '{bad[0]}': expected {', '.join(SPLIT_NAMES)}")
+        objs = [o for o in objs if o.split in splits]
+    if categories:
+        present = sorted({o.synset_id for o in reader.objects()})
+        wanted = Taxonomy.bundled().resolve(categories, present)
+        objs = [o for o in objs if o.synset_id in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise CmaError(f"--limit must be at least 1 (got {limit})")
+        by_cat: dict[str, list[ObjectRef]] = {}
+        for o in objs:
+            by_cat.setdefault(o.synset_id, []).append(o)
+        queues, objs = list(by_cat.values()), []
+        while len(objs) < limit and any(queues):
+            for q in queues:
+                if q and len(objs) < limit:
+                    objs.append(q.pop(0))
+    return objs
+
+
+def prepare_out(out: Path, marker: dict) -> None:
+    """Create the export folder or check that it holds an export with the same ``marker``
+    (format, dataset, options): anything else is refused before any work."""
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise CmaError(f"{out}: is a file; expected a folder for the export")
+    path = out / MARKER
+    if out.is_dir() and any(out.iterdir()):
+        if not path.is_file():
+            raise CmaError(f"{out}: folder is not empty and is not a cma-build export; choose another --out")
+        try:
+            old = json.loads(path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CmaError(f"{path}: unreadable ({e}); choose another --out") from None
+        for key in ("format", "dataset", "dataset_settings_hash", "options"):
+            if old.get(key) != marker[key]:
+                raise CmaError(f"{out}: holds an export with another {key.replace('_', ' ')} ({old.get(key)!r}, now "
+                               f"{marker[key]!r}); choose another --out")
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as fh:
+            json.dump(marker, fh, indent=1)
+    except OSError as e:
+        raise CmaError(f"{out}: cannot write there ({e.strerror or e})") from None
+
+
+def export(dataset: str | os.PathLike, fmt: str, out: str | os.PathLike, options: dict | None = None,
+           splits: list[str] | None = None, categories: list[str] | None = None, limit: int | None = None,
+           show_progress: bool = True) -> ExportSummary:
+    """Export the selected objects of ``dataset`` in format ``fmt`` into ``out`` (resumable)."""
+    if fmt not in FORMATS:
+        raise CmaError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
+    reader = DatasetReader.open(dataset)
+    exporter = FORMATS[fmt](reader, dict(options or {}))
+    exporter.check()
+    objs = select(reader, splits, categories, limit)
+    out = Path(out).expanduser()
+    marker = {"format": fmt, "dataset": str(reader.root), "dataset_settings_hash": reader.attrs["settings_hash"],
+              "options": exporter.options}
+    prepare_out(out, marker)
+    out = out.resolve()
+    summary = ExportSummary(out, fmt, selected=len(objs))
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)  # objects a killed run left half-written
+    with progress(objs, desc=f"export {fmt}", unit="obj", enabled=show_progress) as bar:
+        for obj in bar:
+            rel = exporter.target(obj)
+            final = out / rel
+            if final.exists():
+                summary.already += 1
+                continue
+            tmp = staging / rel.replace("/", "__")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                exporter.write(obj, reader.load(obj, list(exporter.arrays)), tmp)
+                faults.in_export(obj.model_id)  # test hook: die with the object written but not committed
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)  # the commit
+            except CmaError as e:
+                summary.failed.append((obj.key, str(e)))
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+                continue
+            except OSError as e:
+                raise CmaError(f"{final}: cannot write ({e.strerror or e}); {summary.written} objects written this "
+                               "run are kept, run the same command again to go on") from None
+            summary.written += 1
+    shutil.rmtree(staging, ignore_errors=True)
+    exported = [o for o in reader.objects() if (out / exporter.target(o)).exists()]
+    summary.lists = exporter.finish(out, exported)
+    summary.notes = getattr(exporter, "notes", [])
+    return summary
+
+
+def summary_lines(s: ExportSummary) -> list[str]:
+    lines = [f"Exported {s.written} objects as {s.format} ({s.already} already there) of {s.selected} selected: {s.out}"]
+    lines += [f"  {p}" for p in s.lists]
+    lines += s.notes
+    if s.failed:
+        lines.append(f"{len(s.failed)} objects failed:")
+        lines += [f"  {key}: {why}" for key, why in s.failed]
+    return lines
+
+
+from . import colmap, nerf, ply, shapenet55  # noqa: E402,F401  (register the formats)
