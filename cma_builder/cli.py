@@ -94,6 +94,9 @@ def synth(out: Path, per_category: int, seed: int, categories: str | None) -> No
     Example:
       cma-build synth --out out/mini-shapenet --per-category 8 --seed 0
     """
+    from .extras import require
+
+    require("render", "cma-build synth", ("imageio",))
     from .synth import CATEGORY_IDS, synthesize
     from .taxonomy import Taxonomy
 
@@ -199,6 +202,11 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     """
     import os
 
+    from .extras import require
+
+    require("render", "cma-build render")
+    if executor == "ray":
+        require("ray", "cma-build render --executor ray")
     from .cameras import ViewpointSpec, load_pose_file
     from .parts import resolve_part
     from .render import render as run_render, summary_lines
@@ -274,8 +282,11 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
       cma-build validate shapenet-cma --shapenet ~/data/ShapeNetCore.v2 --sample 500
       cma-build validate out/demo/dataset --threshold images.saturated=0.01 --report report.json
     """
+    from .extras import require
     from .validate import parse_thresholds, summary_lines, validate as run_validate, write_report
 
+    if shapenet is not None:
+        require("validate", "cma-build validate --shapenet")
     limits = parse_thresholds(thresholds)
     result = run_validate(dataset, sample=sample, seed=seed, shapenet=shapenet, thresholds=limits, workers=workers)
     click.echo("\n".join(summary_lines(result)))
@@ -347,6 +358,50 @@ def stats(dataset: Path, json_out: Path | None) -> None:
         click.echo(f"JSON: {json_out}")
 
 
+_FORMAT_NAMES = ["shapenet55", "ply", "nerf", "colmap"]  # cma_builder.exporters.FORMATS (imported lazily)
+_FORMAT_OPTIONS = {"points": "shapenet55", "per_view": "ply", "depth_scale": "nerf"}
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(_FORMAT_NAMES),
+              help="shapenet55: Point-BERT/Point-MAE ShapeNet-55 npy + lists; ply: colored clouds; nerf: "
+                   "transforms.json scenes (nerfstudio, instant-ngp); colmap: COLMAP text models (3DGS).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Export folder (created; a re-run with the same options resumes).")
+@click.option("--split", "splits", help="Only these splits, e.g. train or val,test.")
+@click.option("--categories", help="Comma-separated category names or synset ids.")
+@click.option("--limit", type=int, help="At most N objects, round-robin across categories.")
+@click.option("--points", type=int, help="shapenet55: rows per file [default: 8192, the loaders' N_POINTS].")
+@click.option("--per-view", is_flag=True, help="ply: also one PLY per view cloud (a folder per object).")
+@click.option("--depth-scale", type=float,
+              help="nerf: OBJ units per 16-bit depth step [default: 1e-3, nerfstudio's depth-unit-scale-factor].")
+def export(dataset: Path, fmt: str, out: Path, splits: str | None, categories: str | None, limit: int | None,
+           points: int | None, per_view: bool, depth_scale: float | None) -> None:
+    """Write a rendered dataset in a format other codebases read (docs/EXPORT.md).
+
+    Each object is written completely or not at all; running the same command again skips
+    what is there and goes on. The dataset is only read.
+
+    \b
+    Example:
+      cma-build export shapenet-cma --format shapenet55 --out data/ShapeNet55-34
+      cma-build export shapenet-cma --format nerf --out scenes --categories chair --limit 10
+      cma-build export out/demo/dataset --format ply --out clouds --per-view
+    """
+    from .exporters import export as run_export, summary_lines
+
+    given = {"points": points, "per_view": per_view or None, "depth_scale": depth_scale}
+    for key, value in given.items():
+        if value is not None and _FORMAT_OPTIONS[key] != fmt:
+            raise CmaError(f"--{key.replace('_', '-')} applies to --format {_FORMAT_OPTIONS[key]}, not {fmt}")
+    summary = run_export(dataset, fmt, out, {k: v for k, v in given.items() if v is not None},
+                         _split_list(splits), _split_list(categories), limit)
+    click.echo("\n".join(summary_lines(summary)))
+    if summary.failed:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 def merge(dataset: Path) -> None:
@@ -354,8 +409,9 @@ def merge(dataset: Path) -> None:
 
     Slices of a batch array (--num-shards/--shard-index) write into one dataset at the same
     time; each rebuilds the index when it ends, so the last one to finish leaves it complete.
-    Run merge after the array (or after any crash or copy) to be sure; it changes nothing else
-    and is safe while renders are running.
+    Run merge after the array (or after any crash or copy) to be sure. It also gives shards
+    written before zarr dimension names existed their names (metadata only, so xarray opens
+    them); it changes nothing else and is safe while renders are running.
 
     \b
     Example:
@@ -364,13 +420,16 @@ def merge(dataset: Path) -> None:
     """
     from collections import Counter
 
-    from .dataset import Dataset
+    from .dataset import Dataset, add_dimension_names
     from .reader import DatasetReader
     from .settings import RenderSettings
 
     reader = DatasetReader.open(dataset)
     ds = Dataset(reader.root, RenderSettings.from_dict(reader.attrs["settings"]))
     path = ds.write_index()
+    upgraded = sum(add_dimension_names(reader.root / "shards" / name) for name in reader.shard_names())
+    if upgraded:
+        click.echo(f"Added zarr dimension names to {upgraded} shards written before they existed")
     counts = Counter(r["status"] for r in reader.index_rows())
     click.echo(f"Index rebuilt: {path}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped "
                f"in {len(reader.shard_names())} shards")

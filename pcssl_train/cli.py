@@ -62,7 +62,8 @@ def cli() -> None:
                    "export (the whole model if it is the same, else the point encoder). Read safely "
                    "(weights_only); kept in the run's config, so give it again to resume.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars [default: only when stderr is a terminal].")
 @guarded
 def pretrain(method, data, config, out, overrides, init, device, progress) -> None:
     """Pretrain a method on a dataset; checkpoints every epoch and resumes a killed run exactly.
@@ -150,7 +151,8 @@ PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the result as JSON (also .csv and .md "
               "next to it).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars [default: only when stderr is a terminal].")
 @guarded
 def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, epoch, ways, shots, trials, epochs,
              batch_size, seed, out, device, progress) -> None:
@@ -196,7 +198,8 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
 @click.option("--random-seeds", default=5, show_default=True, help="Random inits (seeds SEED, SEED+1, ...) whose "
               "SVM accuracy is reported as mean ± std.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars [default: only when stderr is a terminal].")
 @guarded
 def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, seed, random_seeds, device,
               progress) -> None:
@@ -253,8 +256,16 @@ def env() -> None:
                else "pytorch3d: not installed (pure-PyTorch ops are used)")
 
 
+TRAIN_EXTRA = ("torch", "sklearn", "h5py", "matplotlib", "tensorboard")  # pyproject [train]
+
+
 def main() -> None:
-    cli(prog_name="pcssl-train")
+    try:
+        cli(prog_name="pcssl-train")
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        fail(f"pcssl-train needs the [train] extra ({e.name} is not installed): pip install 'cma-toolkit[train]'")
 
 
 if __name__ == "__main__":
