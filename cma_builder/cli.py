@@ -389,7 +389,7 @@ def export(dataset: Path, fmt: str, out: Path, splits: str | None, categories: s
       cma-build export shapenet-cma --format nerf --out scenes --categories chair --limit 10
       cma-build export out/demo/dataset --format ply --out clouds --per-view
     """
-    from .exporters import export as run_export, summary_lines
+    from .exporters import export as run_export, problem_lines, summary_lines
 
     given = {"points": points, "per_view": per_view or None, "depth_scale": depth_scale}
     for key, value in given.items():
@@ -398,6 +398,9 @@ def export(dataset: Path, fmt: str, out: Path, splits: str | None, categories: s
     summary = run_export(dataset, fmt, out, {k: v for k, v in given.items() if v is not None},
                          _split_list(splits), _split_list(categories), limit)
     click.echo("\n".join(summary_lines(summary)))
+    problems = problem_lines(summary)
+    if problems:
+        click.echo("\n".join(problems), err=True)
     if summary.failed:
         raise SystemExit(1)
 

@@ -100,7 +100,7 @@ def test_shapenet55_points_option_and_refusals(ds8k, tmp_path):
     (f,) = (out / "shapenet_pc").iterdir()
     assert np.load(f).shape == (2048, 3)
     proc = run_cli("cma-build", "export", str(ds8k), "--format", "shapenet55", "--out", str(out))  # other --points
-    assert proc.returncode == 2 and "another options" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "other options" in proc.stderr and "Traceback" not in proc.stderr
     fresh = tmp_path / "never"
     proc = run_cli("cma-build", "export", str(ds8k), "--format", "shapenet55", "--out", str(fresh), "--points", "9000")
     assert proc.returncode == 2 and "--fused-points 9000" in proc.stderr and not fresh.exists()
@@ -233,7 +233,12 @@ def test_export_refuses_bad_output_before_work(ds8k, tmp_path):
         (["--format", "ply", "--out", "/proc/x"], "cannot write there"),
         (["--format", "ply", "--out", str(tmp_path / "o"), "--split", "bogus"], "unknown split"),
         (["--format", "ply", "--out", str(tmp_path / "o"), "--categories", "notacategory"], "unknown category"),
-        (["--format", "nerf", "--out", str(tmp_path / "o"), "--depth-scale", "0"], "--depth-scale must be > 0"),
+        (["--format", "nerf", "--out", str(tmp_path / "o"), "--depth-scale", "0"], "--depth-scale must be a finite"),
+        (["--format", "nerf", "--out", str(tmp_path / "o"), "--depth-scale", "inf"], "--depth-scale must be a finite"),
+        (["--format", "shapenet55", "--out", str(tmp_path / "o"), "--points", "0"], "--points must be at least 1"),
+        (["--format", "ply", "--out", str(ds8k / "shards" / "x")], "inside the dataset"),
+        (["--format", "ply", "--out", str(tmp_path / "o"), "--split", "val,test", "--categories", "airplane"],
+         "no objects selected (the dataset has"),
         (["--format", "ply", "--out", str(tmp_path / "o"), "--limit", "0"], "--limit must be at least 1"),
     ]:
         proc = run_cli("cma-build", "export", str(ds8k), *args)
@@ -246,7 +251,22 @@ def test_export_refuses_bad_output_before_work(ds8k, tmp_path):
 
 
 def test_nerf_depth_that_does_not_fit_fails_that_object(ds8k, tmp_path):
-    proc = run_cli("cma-build", "export", str(ds8k), "--format", "nerf", "--out", str(tmp_path / "n"),
-                   "--depth-scale", "1e-5", "--limit", "1")
-    assert proc.returncode == 1 and "does not fit 16 bits" in proc.stdout and "--depth-scale" in proc.stdout
-    assert not list((tmp_path / "n").glob("*/*"))
+    out = tmp_path / "n"
+    for scale, message in (("1e-5", "does not fit 16 bits"), ("0.05", "coarser than 1% of the nearest depth")):
+        proc = run_cli("cma-build", "export", str(ds8k), "--format", "nerf", "--out", str(out), "--depth-scale", scale,
+                       "--limit", "1")
+        assert proc.returncode == 1 and message in proc.stderr and "Exported 0 objects" in proc.stdout, proc.stderr
+        assert not list(out.glob("*/*"))
+    export(ds8k, "nerf", out, "--limit", "1")  # nothing was exported, so the folder takes the new options
+
+
+def test_second_export_into_the_same_folder_is_refused(ds8k, tmp_path):
+    import fcntl
+
+    out = tmp_path / "busy"
+    export(ds8k, "ply", out, "--limit", "1")
+    with open(out / ".lock", "a+") as fh:  # what a running export holds
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_cli("cma-build", "export", str(ds8k), "--format", "ply", "--out", str(out))
+    assert proc.returncode == 2 and "another cma-build export is writing here" in proc.stderr
+    assert len(list(out.glob("*/*.ply"))) == 1

@@ -8,9 +8,12 @@ objects already exported (a re-run resumes), and lets the format write its lists
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from ..splits import SPLIT_NAMES
 from ..taxonomy import Taxonomy
 
 MARKER = "cma-export.json"
+LOCK = ".lock"
 FORMATS: dict[str, type["Exporter"]] = {}
 
 
@@ -99,24 +103,30 @@ def select(reader: DatasetReader, splits: list[str] | None, categories: list[str
     return objs
 
 
+BOOKKEEPING = {MARKER, LOCK, ".staging"}  # what an export folder holds besides exported objects
+
+
 def prepare_out(out: Path, marker: dict) -> None:
     """Create the export folder or check that it holds an export with the same ``marker``
-    (format, dataset, options): anything else is refused before any work."""
-    out = out.expanduser()
+    (format, source settings, options): anything else is refused before any work. A folder that
+    holds no exported object yet takes the new marker (a failed first try can be re-run with
+    other options)."""
     if out.exists() and not out.is_dir():
         raise CmaError(f"{out}: is a file; expected a folder for the export")
     path = out / MARKER
-    if out.is_dir() and any(out.iterdir()):
+    entries = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if entries - BOOKKEEPING:
         if not path.is_file():
             raise CmaError(f"{out}: folder is not empty and is not a cma-build export; choose another --out")
         try:
             old = json.loads(path.read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise CmaError(f"{path}: unreadable ({e}); choose another --out") from None
-        for key in ("format", "dataset", "dataset_settings_hash", "options"):
+        for key in ("format", "dataset_settings_hash", "options"):
             if old.get(key) != marker[key]:
-                raise CmaError(f"{out}: holds an export with another {key.replace('_', ' ')} ({old.get(key)!r}, now "
-                               f"{marker[key]!r}); choose another --out")
+                what = {"dataset_settings_hash": "dataset render settings"}.get(key, key)
+                raise CmaError(f"{out}: holds an export with other {what} ({old.get(key)!r}, now {marker[key]!r}); "
+                               "choose another --out")
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -124,6 +134,22 @@ def prepare_out(out: Path, marker: dict) -> None:
             json.dump(marker, fh, indent=1)
     except OSError as e:
         raise CmaError(f"{out}: cannot write there ({e.strerror or e})") from None
+
+
+@contextmanager
+def locked(out: Path):
+    """Hold DIR/.lock (flock, released by the kernel even on SIGKILL) for the export: a second
+    export into the same folder is refused instead of racing this one."""
+    fh = open(out / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CmaError(f"{out}: another cma-build export is writing here; wait for it or choose another --out") \
+                from None
+        yield
+    finally:
+        fh.close()
 
 
 def export(dataset: str | os.PathLike, fmt: str, out: str | os.PathLike, options: dict | None = None,
@@ -136,14 +162,27 @@ def export(dataset: str | os.PathLike, fmt: str, out: str | os.PathLike, options
     exporter = FORMATS[fmt](reader, dict(options or {}))
     exporter.check()
     objs = select(reader, splits, categories, limit)
-    out = Path(out).expanduser()
+    if not objs:
+        have = Counter(o.split for o in reader.objects())
+        raise CmaError("no objects selected" + (f" (the dataset has {', '.join(f'{n} {s}' for s, n in have.items())})"
+                                                if have else " (the dataset has no rendered objects)"))
+    out = Path(out).expanduser().absolute()
+    if out.resolve().is_relative_to(reader.root):
+        raise CmaError(f"{out}: inside the dataset; choose an --out outside {reader.root}")
     marker = {"format": fmt, "dataset": str(reader.root), "dataset_settings_hash": reader.attrs["settings_hash"],
               "options": exporter.options}
     prepare_out(out, marker)
     out = out.resolve()
+    with locked(out):
+        prepare_out(out, marker)  # again under the lock: another run may have started it meanwhile
+        return _export(reader, exporter, objs, out, fmt, show_progress)
+
+
+def _export(reader: DatasetReader, exporter: Exporter, objs: list[ObjectRef], out: Path, fmt: str,
+            show_progress: bool) -> ExportSummary:
     summary = ExportSummary(out, fmt, selected=len(objs))
     staging = out / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)  # objects a killed run left half-written
+    shutil.rmtree(staging, ignore_errors=True)  # objects a killed run left half-written (we hold the lock)
     with progress(objs, desc=f"export {fmt}", unit="obj", enabled=show_progress) as bar:
         for obj in bar:
             rel = exporter.target(obj)
@@ -163,22 +202,33 @@ def export(dataset: str | os.PathLike, fmt: str, out: str | os.PathLike, options
                 shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
                 continue
             except OSError as e:
-                raise CmaError(f"{final}: cannot write ({e.strerror or e}); {summary.written} objects written this "
+                raise CmaError(f"{final}: cannot write ({e.strerror or e}); {_objects(summary.written)} written this "
                                "run are kept, run the same command again to go on") from None
             summary.written += 1
     shutil.rmtree(staging, ignore_errors=True)
     exported = [o for o in reader.objects() if (out / exporter.target(o)).exists()]
-    summary.lists = exporter.finish(out, exported)
+    if exported:  # a folder without objects stays free to take other options
+        summary.lists = exporter.finish(out, exported)
     summary.notes = getattr(exporter, "notes", [])
     return summary
 
 
+def _objects(n: int) -> str:
+    return f"{n} object" + ("" if n == 1 else "s")
+
+
 def summary_lines(s: ExportSummary) -> list[str]:
-    lines = [f"Exported {s.written} objects as {s.format} ({s.already} already there) of {s.selected} selected: {s.out}"]
-    lines += [f"  {p}" for p in s.lists]
-    lines += s.notes
+    """What was written (stdout)."""
+    lines = [f"Exported {_objects(s.written)} as {s.format} ({s.already} already there) of {s.selected} selected: "
+             f"{s.out}"]
+    return lines + [f"  {p}" for p in s.lists]
+
+
+def problem_lines(s: ExportSummary) -> list[str]:
+    """Notes and failures (stderr)."""
+    lines = list(s.notes)
     if s.failed:
-        lines.append(f"{len(s.failed)} objects failed:")
+        lines.append(f"{_objects(len(s.failed))} failed (the others are written):")
         lines += [f"  {key}: {why}" for key, why in s.failed]
     return lines
 

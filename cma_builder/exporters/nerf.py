@@ -42,8 +42,9 @@ class Nerf(Exporter):
         super().__init__(reader, {"depth_scale": float(DEFAULT_DEPTH_SCALE if scale is None else scale)})
 
     def check(self) -> None:
-        if not self.options["depth_scale"] > 0:
-            raise CmaError(f"--depth-scale must be > 0 (got {self.options['depth_scale']})")
+        scale = self.options["depth_scale"]
+        if not (math.isfinite(scale) and scale > 0):
+            raise CmaError(f"--depth-scale must be a finite number > 0 (got {scale})")
 
     def target(self, obj: ObjectRef) -> str:
         return f"{obj.synset_id}/{obj.model_id}"
@@ -54,6 +55,10 @@ class Nerf(Exporter):
         if deepest / scale > 65535:
             raise CmaError(f"depth up to {deepest:.4g} OBJ units does not fit 16 bits in steps of --depth-scale "
                            f"{scale:g}; export with --depth-scale {deepest / 65000:.2g} or more")
+        nearest = float(a["depth"][a["mask"]].min()) if a["mask"].any() else scale
+        if nearest < 100 * scale:  # rounds to 0 ("no surface") or to fewer than 100 steps: depth would be lost
+            raise CmaError(f"steps of --depth-scale {scale:g} are coarser than 1% of the nearest depth ({nearest:.4g} "
+                           f"OBJ units); export with --depth-scale {nearest / 1000:.2g} or less")
         views, height, width = a["depth"].shape
         shared = all(np.array_equal(a["K"][0], K) for K in a["K"])
         meta = {"camera_model": "OPENCV", **(intrinsics(a["K"][0], width, height) if shared else {})}

@@ -31,10 +31,10 @@ class ShapeNet55(Exporter):
     arrays = ("fused_points", "fused_point_count")
 
     def __init__(self, reader, options):
-        options = {"points": int(options.get("points") or 8192)}
-        super().__init__(reader, options)
+        points = options.get("points")
+        super().__init__(reader, {"points": 8192 if points is None else int(points)})
         self.notes: list[str] = []
-        self._short = 0
+        self._distinct: list[int] = []  # distinct points of objects written now with fewer than --points
 
     def check(self) -> None:
         n, have = self.options["points"], self.reader.settings.fused_points
@@ -54,7 +54,7 @@ class ShapeNet55(Exporter):
     def write(self, obj: ObjectRef, arrays: dict, path: Path) -> None:
         n = self.options["points"]
         if int(arrays["fused_point_count"]) < n:
-            self._short += 1
+            self._distinct.append(int(arrays["fused_point_count"]))
         with open(path, "wb") as fh:
             np.save(fh, np.ascontiguousarray(arrays["fused_points"][:n], dtype=np.float32))
 
@@ -66,7 +66,10 @@ class ShapeNet55(Exporter):
             with atomic_write(path) as fh:
                 fh.writelines(self.file_name(o) + "\n" for o in exported if o.split == split)
             paths.append(path)
-        if self._short:
-            self.notes.append(f"note: {self._short} objects written now have fewer than {self.options['points']} "
-                              "distinct points (rows repeat, as fused_points does)")
+        if self._distinct:
+            fewest = min(self._distinct)
+            self.notes.append(f"note: {len(self._distinct)} of the objects written now have fewer than "
+                              f"{self.options['points']} distinct points (as few as {fewest}; rows repeat cyclically, "
+                              "so a loader's random sample holds duplicates); render with more views or pixels, or "
+                              f"export with --points {fewest} and set the loader's N_POINTS to it")
         return paths
