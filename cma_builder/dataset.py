@@ -250,7 +250,7 @@ class Dataset:
             if rec["status"] == "done" and rec.get("shard") not in present:
                 del records[key]
         for name in shards:
-            attrs = zarr.open_group(self.root / "shards" / name, mode="r").attrs.asdict()
+            attrs = zarr.open_group(self.root / "shards" / name, mode="r", use_consolidated=False).attrs.asdict()
             for rec in attrs.get("objects", []):
                 key = _key(rec)
                 old = records.get(key)

@@ -84,7 +84,8 @@ class DatasetReader:
             path = self.root / "shards" / name
             if not (path / "zarr.json").is_file():
                 raise CmaError(f"{path}: shard missing")
-            self._groups[name] = zarr.open_group(path, mode="r")
+            # the arrays' own zarr.json is the truth; consolidated metadata is a copy for xarray
+            self._groups[name] = zarr.open_group(path, mode="r", use_consolidated=False)
         return self._groups[name]
 
     def load(self, obj: ObjectRef, arrays: list[str] | None = None) -> dict[str, np.ndarray]:
