@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
+from .atomic import check_output_dir, check_output_file
 from .errors import CmaError
 
 
 class _Group(click.Group):
-    """Turns CmaError and OS errors into a one-line message with exit code 2 (no traceback)."""
+    """Turns CmaError, OS errors and click's usage errors (unknown option, a value that is not a
+    number, a missing option) into a one-line message with exit code 2 (no traceback)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # options of cma-build itself
+            raise _usage(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except CmaError as exc:
             raise _one_line(str(exc), exc.exit_code) from None
+        except click.UsageError as exc:  # a subcommand's options, parsed here
+            raise _usage(exc) from None
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -27,9 +38,73 @@ class _Group(click.Group):
 
 
 def _one_line(message: str, code: int) -> click.ClickException:
-    err = click.ClickException(message)
+    err = click.ClickException(" ".join(line.strip() for line in str(message).splitlines() if line.strip()))
     err.exit_code = code
     return err
+
+
+def _usage(exc: click.UsageError) -> click.ClickException:
+    """click prints a usage error as 'Usage: ...', a hint and the message on four lines: one line instead."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `cma-build`: click prints the help, keep that
+        raise exc
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return _one_line(exc.format_message() + where, exc.exit_code)
+
+
+def _number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False, unit: str = ""):
+    """An option callback that refuses a value outside [low, high] (ends open where said) and a float
+    that is NaN or infinite, as one line with exit code 2, while the options are parsed (before any work).
+    The one mechanism every numeric option of cma-build uses."""
+    unit = f" {unit}" if unit else ""
+
+    def num(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    def requirement() -> str:
+        if low is not None and high is not None:
+            if not (low_open or high_open):
+                return f"between {num(low)} and {num(high)}{unit}"
+            return f"in {'(' if low_open else '['}{num(low)}, {num(high)}{')' if high_open else ']'}{unit}"
+        if low is not None:
+            if low_open:
+                return "positive" if low == 0 else f"greater than {num(low)}{unit}"
+            return f"at least {num(low)}{unit}"
+        return f"less than {num(high)}{unit}" if high_open else f"at most {num(high)}{unit}"
+
+    def check(ctx: click.Context, param: click.Parameter, value):
+        if value is None or ctx.resilient_parsing:
+            return value
+        name = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _one_line(f"{name} must be a finite number, got {value}", 2)
+        ok = ((low is None or (value > low if low_open else value >= low))
+              and (high is None or (value < high if high_open else value <= high)))
+        if not ok:
+            raise _one_line(f"{name} must be {requirement()}, got {num(value)}", 2)
+        return value
+
+    return check
+
+
+AT_LEAST_1 = _number(1)
+AT_LEAST_0 = _number(0)
+POSITIVE = _number(0, low_open=True)
+MAX_RESOLUTION = 8192  # pixels a side (Blender's limit: 65536; 8192^2 x 12 views is 2.4 GB of RGB per object)
+MAX_VIEWS = 4096
+MAX_SAMPLES = 1 << 24  # Cycles' own limit
+MAX_PROCESSES_PER_CPU = 4  # more local worker processes than this per CPU cannot be meant (a typo such as 100000)
+
+
+def _check_workers(workers: int | None) -> None:
+    """Local worker processes: refuse a count no machine of this size can run."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    limit = max(8, MAX_PROCESSES_PER_CPU * cpus)
+    if workers is not None and workers > limit:
+        raise CmaError(f"--workers {workers}: more than {MAX_PROCESSES_PER_CPU} processes per CPU "
+                       f"(this machine has {cpus}); use at most {limit}")
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -55,8 +130,10 @@ def cli() -> None:
 @click.option("--out", default=Path("manifest.csv"), show_default=True, type=click.Path(path_type=Path),
               help="Manifest CSV to write (one row per model); replaced atomically.")
 @click.option("--categories", help="Comma-separated category names or synset ids, e.g. chair,04379243.")
-@click.option("--limit", type=int, help="At most N models, taken round-robin across the selected categories.")
-@click.option("--workers", type=int, help="Parallel inspector processes [default: CPU count, at most 8].")
+@click.option("--limit", type=int, callback=AT_LEAST_1,
+              help="At most N models, taken round-robin across the selected categories.")
+@click.option("--workers", type=int, callback=AT_LEAST_1,
+              help="Parallel inspector processes [default: CPU count, at most 8].")
 def scan(shapenet: Path, out: Path, categories: str | None, limit: int | None, workers: int | None) -> None:
     """Discover a ShapeNetCore.v2 tree and write its manifest.
 
@@ -72,6 +149,7 @@ def scan(shapenet: Path, out: Path, categories: str | None, limit: int | None, w
     """
     from .scan import scan as run_scan, summary_lines
 
+    _check_workers(workers)
     result = run_scan(shapenet, out, _split_list(categories), limit, workers)
     click.echo("\n".join(summary_lines(result)))
 
@@ -79,8 +157,10 @@ def scan(shapenet: Path, out: Path, categories: str | None, limit: int | None, w
 @cli.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder to write the mini-ShapeNet into (replaced atomically if it is an earlier synth output).")
-@click.option("--per-category", default=8, show_default=True, type=int, help="Models per category.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, byte-identical files.")
+@click.option("--per-category", default=8, show_default=True, type=int, callback=AT_LEAST_1,
+              help="Models per category.")
+@click.option("--seed", default=0, show_default=True, type=int, callback=AT_LEAST_0,
+              help="Same seed, byte-identical files.")
 @click.option("--categories", help="Subset of the synth categories (names or synset ids); default: all 8.")
 def synth(out: Path, per_category: int, seed: int, categories: str | None) -> None:
     """Write a procedural mini-ShapeNet in the exact ShapeNetCore.v2 layout.
@@ -97,6 +177,7 @@ def synth(out: Path, per_category: int, seed: int, categories: str | None) -> No
     from .extras import require
 
     require("render", "cma-build synth", ("imageio",))
+    check_output_dir(out, "--out")
     from .synth import CATEGORY_IDS, synthesize
     from .taxonomy import Taxonomy
 
@@ -140,8 +221,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder (zarr v3).")
 @click.option("--categories", help="Comma-separated category names or synset ids.")
 @click.option("--split", "splits", help="Only these splits, e.g. train or val,test.")
-@click.option("--limit", type=int, help="At most N models, round-robin across categories.")
-@click.option("--views", default=12, show_default=True, type=int, help="Views per object (ring/sphere/random).")
+@click.option("--limit", type=int, callback=AT_LEAST_1, help="At most N models, round-robin across categories.")
+@click.option("--views", default=12, show_default=True, type=int, callback=_number(1, MAX_VIEWS),
+              help=f"Views per object (ring/sphere/random), 1..{MAX_VIEWS}.")
 @click.option("--viewpoints", default="ring", show_default=True,
               type=click.Choice(["ring", "sphere", "random", "file"]), help="Viewpoint scheme.")
 @click.option("--elevations", default="30", show_default=True,
@@ -149,34 +231,47 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--viewpoint-seed", default=0, show_default=True, type=int, help="random: seed (combined with the model id).")
 @click.option("--viewpoint-file", type=click.Path(path_type=Path),
               help="file: JSON list of {azimuth, elevation[, distance]} or {world_to_cam} poses.")
-@click.option("--resolution", default=224, show_default=True, type=int, help="Square image size in pixels.")
-@click.option("--fov", default=40.0, show_default=True, type=float, help="Horizontal field of view, degrees.")
-@click.option("--distance", type=float, help="Camera distance in OBJ units [default: fit the bounding sphere].")
-@click.option("--samples", default=32, show_default=True, type=int, help="Cycles samples of the RGB pass.")
+@click.option("--resolution", default=224, show_default=True, type=int, callback=_number(8, MAX_RESOLUTION),
+              help=f"Square image size in pixels, 8..{MAX_RESOLUTION}.")
+@click.option("--fov", default=40.0, show_default=True, type=float,
+              callback=_number(0, 170, low_open=True, high_open=True, unit="degrees"),
+              help="Horizontal field of view, degrees, above 0 and below 170.")
+@click.option("--distance", type=float, callback=POSITIVE,
+              help="Camera distance in OBJ units [default: fit the bounding sphere].")
+@click.option("--samples", default=32, show_default=True, type=int, callback=_number(1, MAX_SAMPLES),
+              help="Cycles samples of the RGB pass.")
 @click.option("--denoise/--no-denoise", default=False, show_default=True, help="OpenImageDenoise on the RGB pass.")
 @click.option("--antialias/--no-antialias", default=True, show_default=True,
               help="Anti-aliased RGB (depth, mask and normals are always exact pixel-center samples).")
 @click.option("--background", default="white", show_default=True, help="white, black, gray, #rrggbb or r,g,b.")
 @click.option("--normals/--no-normals", default=False, show_default=True, help="Also store surface normals.")
-@click.option("--view-points", default=2048, show_default=True, type=int, help="Points per per-view cloud (FPS).")
-@click.option("--fused-points", default=8192, show_default=True, type=int, help="Points in the fused cloud (FPS).")
-@click.option("--visibility-tolerance", default=1e-4, show_default=True, type=float,
+@click.option("--view-points", default=2048, show_default=True, type=int, callback=AT_LEAST_1,
+              help="Points per per-view cloud (FPS).")
+@click.option("--fused-points", default=8192, show_default=True, type=int, callback=AT_LEAST_1,
+              help="Points in the fused cloud (FPS).")
+@click.option("--visibility-tolerance", default=1e-4, show_default=True, type=float, callback=POSITIVE,
               help="fused_visible: a surface this close before a point (along its camera ray, as a fraction of "
                    "the bounding-box diagonal) still counts as the point's own.")
-@click.option("--workers", type=int, help="Persistent Blender worker processes, each rendering with at least 2 "
+@click.option("--workers", type=int, callback=AT_LEAST_1,
+              help="Persistent Blender worker processes, each rendering with at least 2 "
               "threads [default: CPU count / 2; with --ray-address: one actor per 2 CPUs of the cluster].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu"]),
               help="Cycles on CPU, or on a CUDA/OptiX GPU.")
-@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds per object before its worker is killed.")
-@click.option("--recycle-after", default=100, show_default=True, type=int, help="Objects per worker process.")
-@click.option("--max-rss-mb", default=4096, show_default=True, type=int, help="Replace a worker above this memory.")
-@click.option("--shard-size", default=16, show_default=True, type=int, help="Objects per shard.")
+@click.option("--timeout", default=600.0, show_default=True, type=float, callback=POSITIVE,
+              help="Seconds per object before its worker is killed.")
+@click.option("--recycle-after", default=100, show_default=True, type=int, callback=AT_LEAST_1,
+              help="Objects per worker process.")
+@click.option("--max-rss-mb", default=4096, show_default=True, type=int, callback=AT_LEAST_1,
+              help="Replace a worker above this memory (resident set, MB) after its object.")
+@click.option("--shard-size", default=16, show_default=True, type=int, callback=AT_LEAST_1, help="Objects per shard.")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="local: worker processes on this machine; ray: Ray actors (pip install 'cma-toolkit[ray]').")
 @click.option("--ray-address", help="Ray cluster to join: auto or HOST:PORT [default: start a local Ray instance].")
-@click.option("--num-shards", type=int, help="Render one of N slices of the selection (batch arrays) "
+@click.option("--num-shards", type=int, callback=AT_LEAST_1,
+              help="Render one of N slices of the selection (batch arrays) "
               "[default: SLURM_ARRAY_TASK_COUNT when set].")
-@click.option("--shard-index", type=int, help="Which slice, 0..N-1 [default: SLURM_ARRAY_TASK_ID - "
+@click.option("--shard-index", type=int, callback=AT_LEAST_0,
+              help="Which slice, 0..N-1 [default: SLURM_ARRAY_TASK_ID - "
               "SLURM_ARRAY_TASK_MIN, or JOB_COMPLETION_INDEX]. Slices write into the same --out concurrently.")
 @click.option("--retry-failed", is_flag=True, help="Retry objects that failed (or were skipped) before.")
 @click.option("--force", is_flag=True, help="Discard a dataset rendered with other settings and start over.")
@@ -216,6 +311,8 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
         elev = tuple(float(e) for e in str(elevations).split(",") if e.strip())
     except ValueError:
         raise CmaError(f"--elevations '{elevations}': expected comma-separated degrees, e.g. 30 or -15,30") from None
+    if not all(-90.0 <= e <= 90.0 for e in elev):  # also refuses nan and inf
+        raise CmaError(f"--elevations '{elevations}': each elevation must be between -90 and 90 degrees")
     if viewpoints == "file" and viewpoint_file is None:
         raise CmaError("--viewpoints file needs --viewpoint-file POSES.json")
     poses = load_pose_file(viewpoint_file) if viewpoints == "file" else None
@@ -227,8 +324,9 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     cpus = os.cpu_count() or 1
     if ray_address and executor != "ray":
         raise CmaError("--ray-address needs --executor ray")
-    if workers is not None and workers < 1 or shard_size < 1 or recycle_after < 1 or timeout <= 0:
-        raise CmaError("--workers, --shard-size and --recycle-after must be at least 1 and --timeout positive")
+    if executor == "local":
+        _check_workers(workers)
+    check_output_dir(out, "--out")  # also for --dry-run: it says what a real run would do
     cluster = executor == "ray" and ray_address and workers is None  # one 2-thread actor per 2 cluster CPUs
     workers = 0 if cluster else workers or default_workers(cpus)
     options = RenderOptions(workers=workers, device=device,
@@ -253,15 +351,16 @@ def _list_checks(ctx: click.Context, param: click.Parameter, value: bool) -> Non
 
 @cli.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--sample", type=int, help="Check a random subset of N objects (structure is always checked for all).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of --sample.")
+@click.option("--sample", type=int, callback=AT_LEAST_1,
+              help="Check a random subset of N objects (structure is always checked for all).")
+@click.option("--seed", default=0, show_default=True, type=int, callback=AT_LEAST_0, help="Seed of --sample.")
 @click.option("--shapenet", type=click.Path(path_type=Path),
               help="ShapeNetCore.v2 root: also compare points, depth and mask with the source OBJs (open3d).")
 @click.option("--report", type=click.Path(path_type=Path),
               help="JSON report to write [default: DATASET/validation.json].")
 @click.option("--threshold", "thresholds", multiple=True, metavar="CHECK=VALUE",
               help="Override a check's limit (repeatable), e.g. mapping.pixel_error=0.1.")
-@click.option("--workers", type=int, help="Parallel checking processes [default: CPU count].")
+@click.option("--workers", type=int, callback=AT_LEAST_1, help="Parallel checking processes [default: CPU count].")
 @click.option("--list-checks", is_flag=True, is_eager=True, expose_value=False, callback=_list_checks,
               help="Print every check with its default limit and exit.")
 def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None, report: Path | None,
@@ -288,6 +387,17 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
     if shapenet is not None:
         require("validate", "cma-build validate --shapenet")
     limits = parse_thresholds(thresholds)
+    _check_workers(workers)
+    if report is not None:
+        check_output_file(report, "--report", "report.json")
+    else:  # the default, DATASET/validation.json: name the dataset's problems first
+        from .reader import DatasetReader
+
+        default = DatasetReader.open(dataset).root / "validation.json"
+        try:
+            check_output_file(default)
+        except CmaError as exc:
+            raise CmaError(f"{exc}; pass --report FILE") from None
     result = run_validate(dataset, sample=sample, seed=seed, shapenet=shapenet, thresholds=limits, workers=workers)
     click.echo("\n".join(summary_lines(result)))
     target = report or result.dataset / "validation.json"
@@ -305,10 +415,11 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs (created).")
 @click.option("--objects", "ids", multiple=True, metavar="ID",
               help="Model ids or synset/model ids to show (repeatable, or comma-separated).")
-@click.option("--n", "n", default=16, show_default=True, type=int,
+@click.option("--n", "n", default=16, show_default=True, type=int, callback=AT_LEAST_1,
               help="Without --objects: this many objects, round-robin across categories.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Which objects --n picks.")
-@click.option("--max-views", default=12, show_default=True, type=int, help="At most this many views per sheet.")
+@click.option("--seed", default=0, show_default=True, type=int, callback=AT_LEAST_0, help="Which objects --n picks.")
+@click.option("--max-views", default=12, show_default=True, type=int, callback=AT_LEAST_1,
+              help="At most this many views per sheet.")
 def preview(dataset: Path, out: Path, ids: tuple[str, ...], n: int, seed: int, max_views: int) -> None:
     """Draw contact sheets of rendered objects and a category grid (PNG).
 
@@ -324,8 +435,6 @@ def preview(dataset: Path, out: Path, ids: tuple[str, ...], n: int, seed: int, m
     """
     from .preview import preview as run_preview
 
-    if max_views < 1:
-        raise CmaError(f"--max-views must be at least 1, got {max_views}")
     wanted = [i for item in ids for i in _split_list(item) or []]
     paths = run_preview(dataset, out, wanted or None, n=n, seed=seed, max_views=max_views)
     click.echo(f"Wrote {len(paths) - 1} contact sheets and a category grid:")
@@ -347,15 +456,14 @@ def stats(dataset: Path, json_out: Path | None) -> None:
       cma-build stats shapenet-cma
       cma-build stats out/demo/dataset --json stats.json
     """
-    import json
+    from .stats import stats as run_stats, summary_lines, write_json
 
-    from .stats import stats as run_stats, summary_lines
-
+    if json_out is not None:
+        check_output_file(json_out, "--json", "stats.json")
     result = run_stats(dataset)
     click.echo("\n".join(summary_lines(result)))
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
-        click.echo(f"JSON: {json_out}")
+        click.echo(f"JSON: {write_json(result, json_out)}")
 
 
 _FORMAT_NAMES = ["shapenet55", "ply", "nerf", "colmap"]  # cma_builder.exporters.FORMATS (imported lazily)
@@ -371,8 +479,9 @@ _FORMAT_OPTIONS = {"points": "shapenet55", "per_view": "ply", "depth_scale": "ne
               help="Export folder (created; a re-run with the same options resumes).")
 @click.option("--split", "splits", help="Only these splits, e.g. train or val,test.")
 @click.option("--categories", help="Comma-separated category names or synset ids.")
-@click.option("--limit", type=int, help="At most N objects, round-robin across categories.")
-@click.option("--points", type=int, help="shapenet55: rows per file [default: 8192, the loaders' N_POINTS].")
+@click.option("--limit", type=int, callback=AT_LEAST_1, help="At most N objects, round-robin across categories.")
+@click.option("--points", type=int, callback=AT_LEAST_1,
+              help="shapenet55: rows per file [default: 8192, the loaders' N_POINTS].")
 @click.option("--per-view", is_flag=True, help="ply: also one PLY per view cloud (a folder per object).")
 @click.option("--depth-scale", type=float,
               help="nerf: OBJ units per 16-bit depth step [default: 1e-3, nerfstudio's depth-unit-scale-factor].")

@@ -3,6 +3,7 @@ upscaling, point splats, an orthographic point-cloud view, labels and a scale ba
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -75,8 +76,48 @@ def cloud_view(points: np.ndarray, colors: np.ndarray, azimuth: float, elevation
     return canvas
 
 
+def wrap(lines: list[str], width: float, size: int) -> list[str]:
+    """``lines`` broken so that none is wider than ``width`` pixels in the font of ``size``: at a
+    field separator (a run of 2+ spaces) where one fits, else between words, else between characters."""
+    f = font(size)
+    out: list[str] = []
+    for line in lines:
+        if f.getlength(line) <= width:
+            out.append(line)
+            continue
+        fields = re.split(r"(?<=\S)(\s{2,})(?=\S)", line)  # [field, sep, field, sep, ...]
+        current = ""
+        for i in range(0, len(fields), 2):
+            piece = fields[i]
+            joined = current + (fields[i - 1] if current else "") + piece
+            if f.getlength(joined) <= width:
+                current = joined
+                continue
+            if current:
+                out.append(current)
+            current = ""
+            for word in piece.split(" "):  # a field too long on its own: between words
+                joined = f"{current} {word}" if current else word
+                if f.getlength(joined) <= width:
+                    current = joined
+                    continue
+                if current:
+                    out.append(current)
+                current = word
+                while f.getlength(current) > width and len(current) > 1:  # a word too long: between characters
+                    cut = len(current) - 1
+                    while cut > 1 and f.getlength(current[:cut]) > width:
+                        cut -= 1
+                    out.append(current[:cut])
+                    current = current[cut:]
+        out.append(current)
+    return out
+
+
 def text_image(lines: list[str], width: int, size: int = 14, color=(20, 20, 20), background=(255, 255, 255),
                pad: int = 4) -> np.ndarray:
+    """The lines on a ``width``-wide strip, each wrapped to fit (see wrap)."""
+    lines = wrap(lines, width - 2 * pad, size)
     h = pad * 2 + int(size * 1.3) * len(lines)
     img = Image.new("RGB", (width, h), background)
     draw = ImageDraw.Draw(img)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
+from .atomic import check_output_dir
 from .cameras import camera_center, project
 from .drawing import cloud_view, gray_backdrop, label, scale_bar, splat, text_image, turbo, upscale
 from .errors import CmaError
@@ -131,9 +132,9 @@ def contact_sheet(a: dict[str, np.ndarray], obj: ObjectRef, reader: DatasetReade
     width = max(grid_w, LABEL_W + len(CLOUD_ANGLES) * (CLOUD + GAP) + 10, 640)
     center = a["bounding_sphere"][:3]
     st = reader.settings
-    header = text_image([f"{obj.category or '?'}   {obj.key}",
-                         f"split {obj.split}   shard {obj.shard} row {obj.row}   {R}x{R} px, {V} views "
-                         f"({st.viewpoints.scheme}), fov {st.fov:g} deg   {m} fused points, "
+    header = text_image([f"{obj.category or '?'}   {obj.key}",  # wrapped where a line is wider than the sheet
+                         f"split {obj.split}   shard {obj.shard} row {obj.row}",
+                         f"{R}x{R} px, {V} views ({st.viewpoints.scheme}), fov {st.fov:g} deg   {m} fused points, "
                          f"{a['view_points'].shape[1]} per view"], width, size=16)
     header[-1:] = 200
     col_h = 18
@@ -216,11 +217,18 @@ def _save(img: Image.Image, path: Path, layout: dict | None = None) -> Path:
 def preview(path: str | os.PathLike, out: str | os.PathLike, ids: list[str] | None = None, n: int = 16,
             seed: int = 0, max_views: int = 12, show_progress: bool = True) -> list[Path]:
     """Write the sheets and grid.png; returns their paths (sheets first)."""
+    if n < 1:
+        raise CmaError(f"--n must be at least 1, got {n}")
+    if seed < 0:
+        raise CmaError(f"--seed must be at least 0, got {seed}")
+    if max_views < 1:
+        raise CmaError(f"--max-views must be at least 1, got {max_views}")
     reader = DatasetReader.open(path)
     objs = choose(reader, ids, n, seed)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise CmaError(f"--out {out}: is a file; expected a folder for the PNGs")
+    check_output_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     written, thumbs = [], []
     for obj in progress(objs, desc="preview", unit="obj", enabled=show_progress):

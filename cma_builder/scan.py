@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .atomic import check_output_file, ensure_parent
 from .errors import CmaError
 from .manifest import ManifestRow, check_target, write_manifest
 from .progress import progress
@@ -61,8 +62,12 @@ def scan(shapenet: str | os.PathLike, out: str | os.PathLike | None = None, cate
     start = time.perf_counter()
     if limit is not None and limit < 1:
         raise CmaError(f"--limit must be at least 1, got {limit}")
+    if workers is not None and workers < 1:
+        raise CmaError(f"--workers must be at least 1, got {workers}")
     if out is not None:
-        check_target(Path(out))
+        check_output_file(out, "--out", "manifest.csv")  # its folder may be created (after the scan)
+        if Path(out).parent.is_dir():
+            check_target(Path(out))  # never clobber a file that is not an earlier manifest
     tree = ShapeNetTree.open(shapenet)
     synset_ids = tree.synset_ids if not categories else tree.taxonomy.resolve(categories, tree.synset_ids)
     refs = select_models(tree, synset_ids, limit)
@@ -71,14 +76,14 @@ def scan(shapenet: str | os.PathLike, out: str | os.PathLike | None = None, cate
         raise CmaError(f"{tree.root}: no model folders for the selected categories: {wanted}")
     spec = SplitSpec.bundled()
     jobs = [(r, tree.taxonomy.category_name(r.synset_id), spec.assign(r.model_id)) for r in refs]
-    workers = workers or min(os.cpu_count() or 1, 8)
+    workers = min(workers or min(os.cpu_count() or 1, 8), -(-len(jobs) // 8))  # no more than chunks of 8
     bar = dict(desc="scan", unit="model", total=len(jobs), enabled=show_progress)
     if workers <= 1 or len(jobs) < PARALLEL_MIN_MODELS:
         rows = [_inspect_safely(j) for j in progress(jobs, **bar)]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(progress(pool.map(_inspect_safely, jobs, chunksize=8), **bar))
-    manifest = write_manifest(rows, Path(out)).resolve() if out is not None else None
+    manifest = write_manifest(rows, ensure_parent(out)).resolve() if out is not None else None
     return ScanResult(tree, synset_ids, rows, manifest, time.perf_counter() - start)
 
 

@@ -3,6 +3,7 @@ reason, bytes per object (per array, from the shard files), points per view and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter, defaultdict
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write, check_output_file, ensure_parent
 from .progress import progress
 from .reader import DatasetReader
 
@@ -109,6 +111,14 @@ def stats(path: str | os.PathLike, show_progress: bool = True) -> Stats:
         out.visible.append(g["fused_visible"][:].sum(axis=1))
         out.fused_count.append(g["fused_point_count"][:])
     return out
+
+
+def write_json(s: Stats, path: str | os.PathLike) -> Path:
+    """The numbers as JSON at ``path`` (atomically: a complete file or none)."""
+    path = check_output_file(path, "--json", "stats.json")
+    with atomic_write(ensure_parent(path)) as fh:
+        json.dump(s.to_json(), fh, indent=1)
+    return path
 
 
 def _human(n: float) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_output_file, ensure_parent
 from .checks import CHECKS, mesh_values, object_values
 from .errors import CmaError
 from .progress import progress
@@ -43,6 +43,11 @@ def parse_thresholds(items: list[str] | tuple[str, ...]) -> dict[str, float]:
             out[name] = float(value)
         except ValueError:
             raise CmaError(f"--threshold '{item}': expected CHECK=NUMBER, e.g. mapping.pixel_error=0.1") from None
+        # every check's value is a count, distance, ratio or fraction (never negative): a negative or NaN limit
+        # could never pass; an infinite upper limit turns a check off, an infinite lower limit fails every object
+        if not out[name] >= 0 or (CHECKS[name].bound == "min" and out[name] == float("inf")):
+            raise CmaError(f"--threshold '{item}': the limit must be a finite number >= 0"
+                           + (" (or inf to turn this upper limit off)" if CHECKS[name].bound == "max" else ""))
     return out
 
 
@@ -217,11 +222,15 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
              thresholds: dict[str, float] | None = None, workers: int | None = None,
              show_progress: bool = True) -> Report:
     start = time.perf_counter()
+    if sample is not None and sample < 1:
+        raise CmaError(f"--sample must be at least 1, got {sample}")
+    if seed < 0:
+        raise CmaError(f"--seed must be at least 0, got {seed}")
+    if workers is not None and workers < 1:
+        raise CmaError(f"--workers must be at least 1, got {workers}")
     reader = DatasetReader.open(path)
     if shapenet is not None:
         shapenet = str(ShapeNetTree.open(shapenet).root)  # clear errors for a wrong root
-    if sample is not None and sample < 1:
-        raise CmaError(f"--sample must be at least 1, got {sample}")
     rows = reader.index_rows()
     report = Report(reader.root, thresholds or parse_thresholds([]), geometry=shapenet is not None)
     version = reader.attrs["settings"].get("format_version", 0)
@@ -266,12 +275,8 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
 
 
 def write_report(report: Report, path: Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise CmaError(f"--report {path}: is a folder; expected a file name such as {path / 'report.json'}")
-    if not path.parent.is_dir():
-        raise CmaError(f"--report {path}: folder {path.parent} does not exist")
-    with atomic_write(path) as fh:
+    path = check_output_file(path, "--report", "report.json")
+    with atomic_write(ensure_parent(path)) as fh:
         json.dump(report.to_json(), fh, indent=1, allow_nan=True)
     return path
 

@@ -19,12 +19,15 @@ Examples:
 
 
 def fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
+    """The one way pcssl-train reports a user problem: ``Error: MESSAGE`` on one line of stderr (as
+    click and cma-build print theirs), exit code 2 (130 for Ctrl-C)."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    click.echo(f"Error: {text}", err=True)
     sys.exit(code)
 
 
 def guarded(fn):
-    """One-line errors for user problems, exit 130 on Ctrl-C."""
+    """One-line errors for user problems (TrainError, CmaError, a file the OS refuses), exit 130 on Ctrl-C."""
     import functools
 
     @functools.wraps(fn)
@@ -37,13 +40,77 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except (TrainError, CmaError) as e:
             fail(str(e))
+        except BrokenPipeError:
+            raise
+        except OSError as e:   # an output path that was fine when checked and is not any more, a full disk
+            fail(f"{e.filename}: {e.strerror or e}" if e.filename else (e.strerror or str(e)))
         except KeyboardInterrupt:
             fail("interrupted; run the same command again to resume from the last epoch", 130)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
+class _Group(click.Group):
+    """click's usage errors (unknown option, a value that is not a number, a missing option, a number
+    out of range) as one line, ``Error: ... (see 'pcssl-train CMD --help')``, exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:   # options of pcssl-train itself
+            _usage(e)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:   # a subcommand's options, parsed here
+            _usage(e)
+
+
+def _usage(e: click.UsageError) -> None:
+    if type(e).__name__ == "NoArgsIsHelpError":   # bare `pcssl-train`: click prints the help, keep that
+        raise e
+    where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+    fail(e.format_message() + where, e.exit_code)
+
+
+def _at_least(low: int):
+    """An option callback: the value (or each of a comma-separated list) is an integer >= ``low``,
+    checked while the options are parsed, before any work."""
+
+    def check(ctx: click.Context, param: click.Parameter, value):
+        if value is None or ctx.resilient_parsing:
+            return value
+        name = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if isinstance(value, str):
+            try:
+                values = [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise click.UsageError(f"{name} must be comma-separated integers, got {value!r}", ctx) from None
+            if not values:
+                raise click.UsageError(f"{name} needs at least one integer, got {value!r}", ctx)
+        else:
+            values = [value]
+        bad = [v for v in values if v < low]
+        if bad:
+            raise click.UsageError(f"{name} must be {'positive' if low == 1 else f'at least {low}'}, got {bad[0]}", ctx)
+        return value
+
+    return check
+
+
+AT_LEAST_0, AT_LEAST_1, AT_LEAST_2 = _at_least(0), _at_least(1), _at_least(2)
+
+
+def _dataset_folder(path: Path, option: str = "--data") -> None:
+    """A dataset folder that is a file: say so (reading it would call it 'no such dataset folder')."""
+    from .errors import TrainError
+
+    if path.exists() and not path.is_dir():
+        raise TrainError(f"{option} {path}: is a file, not a cma-build dataset folder")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.version_option(package_name="cma-toolkit", prog_name="pcssl-train")
 def cli() -> None:
     """Self-supervised point-cloud pretraining directly on cma-build datasets."""
@@ -83,18 +150,24 @@ def pretrain(method, data, config, out, overrides, init, device, progress) -> No
     from .engine.trainer import pretrain as run_pretrain
     from .errors import TrainError
 
-    cfg = load_config(method, config, overrides)
+    cfg = load_config(method, config, overrides)   # every value checked here, before any work
     if init is not None:
         if not init.is_file():
-            raise TrainError(f"--init {init}: no such file")
+            raise TrainError(f"--init {init}: " + ("is a folder, not a checkpoint file" if init.is_dir() else "no such file"))
         cfg["init"] = str(init.resolve())
+    _dataset_folder(data)
     run = out or Path("runs") / cfg["method"]
     result = run_pretrain(cfg, data, run, None if device == "auto" else device, progress)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"{cfg['method']}: {result['epoch']} epochs, {result['step']} steps, last epoch loss "
-                   f"{result.get('loss', float('nan')):.5g}; checkpoint {run / 'checkpoints' / 'last.pt'}")
+        if "loss" not in result:   # resumed a run that had already finished: nothing trained
+            n = result["epoch"]
+            click.echo(f"{cfg['method']}: the run had already finished its {n} epoch{'s' * (n != 1)} "
+                       f"({result['step']} steps); nothing to do. Checkpoint {run / 'checkpoints' / 'last.pt'}")
+        else:
+            click.echo(f"{cfg['method']}: {result['epoch']} epochs, {result['step']} steps, last epoch loss "
+                       f"{result['loss']:.5g}; checkpoint {run / 'checkpoints' / 'last.pt'}")
 
 
 @cli.command()
@@ -139,15 +212,16 @@ PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
 @click.option("--root", "-r", required=True, type=click.Path(path_type=Path),
               help="The benchmark's folder on disk (never downloaded), or a cma-build dataset for 'cma'.")
 @click.option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")
-@click.option("--points", type=int, help="Points per cloud [1024; ScanObjectNN and ShapeNetPart 2048].")
+@click.option("--points", type=int, callback=AT_LEAST_1, help="Points per cloud [1024; ScanObjectNN and ShapeNetPart 2048].")
 @click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random init (the baseline).")
 @click.option("--epoch", default="last", show_default=True, help="For a run folder: which checkpoint.")
-@click.option("--ways", default="5,10", show_default=True, help="fewshot: comma-separated N.")
-@click.option("--shots", default="10,20", show_default=True, help="fewshot: comma-separated K.")
-@click.option("--trials", default=10, show_default=True, help="fewshot: episodes per setting.")
-@click.option("--epochs", type=int, help="finetune/partseg: epochs [300].")
-@click.option("--batch-size", type=int, help="finetune [32] / partseg [16].")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--ways", default="5,10", show_default=True, callback=AT_LEAST_2, help="fewshot: comma-separated N.")
+@click.option("--shots", default="10,20", show_default=True, callback=AT_LEAST_1, help="fewshot: comma-separated K.")
+@click.option("--trials", default=10, show_default=True, callback=AT_LEAST_1, help="fewshot: episodes per setting.")
+@click.option("--epochs", type=int, callback=AT_LEAST_1, help="finetune/partseg: epochs [300]; the linear warmup lasts min(10, epochs / 30) epochs "
+              "(10 of 300, as Point-MAE), so a short run such as --epochs 3 still reaches the full learning rate.")
+@click.option("--batch-size", type=int, callback=AT_LEAST_1, help="finetune [32] / partseg [16].")
+@click.option("--seed", default=0, show_default=True, callback=AT_LEAST_0)
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Write the result as JSON (also .csv and .md "
               "next to it).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -160,7 +234,9 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
     official Point-MAE checkpoint (pretrain.pth or a fine-tuned one; read with weights_only=True).
 
     \b
-    C of the SVM is chosen on a validation split (the dataset's, or a hold-out of train), never on test.
+    C of the SVM is chosen on a validation split (the dataset's, or a 20 % hold-out of train) when it
+    has at least max(10, 2 x classes) clouds, otherwise by stratified 5-fold cross-validation on
+    train; never on test. The printed line says which.
     Few-shot: support from train, up to 20 queries per class from test, mean ± std over trials.
 
     \b
@@ -172,8 +248,22 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
       pcssl-train eval runs/point-mae -p svm -b cma -r shapenet-cma --random-init
       pcssl-train eval Point-MAE/pretrain.pth -p svm -b modelnet40 -r ~/data/modelnet40_ply_hdf5_2048
     """
+    from .engine.paths import check_output_file
+    from .errors import TrainError
     from .eval.protocols import run_protocol
 
+    if not encoder.exists():
+        raise TrainError(f"{encoder}: no such encoder file or run folder")
+    if not root.exists():
+        raise TrainError(f"--root {root}: no such folder")
+    if not root.is_dir():
+        raise TrainError(f"--root {root}: is a file, not a folder" + (" (a cma-build dataset is a folder)"
+                                                                        if benchmark == "cma" else ""))
+    if out is not None:   # before the encoder is read and the features extracted
+        check_output_file(out, "--out", example="result.json")
+        for sibling in (out.with_suffix(".csv"), out.with_suffix(".md")):
+            if sibling.exists() and not sibling.is_file():
+                raise TrainError(f"--out {out}: {sibling}, written next to it, is a folder")
     dev = None if device == "auto" else device
     result = run_protocol(encoder, protocol, benchmark, root, variant=variant, num_points=points,
                           random_init=random_init, which=epoch, ways=ways, shots=shots, trials=trials,
@@ -190,19 +280,25 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
               "rendering the mini-ShapeNet.")
 @click.option("--methods", default=",".join(("point-mae", "serp-pointnet", "serp-transformer", "vasp",
                                               "crossalignnet", "mm-point")), show_default=True)
-@click.option("--per-category", default=48, show_default=True, help="Mini-ShapeNet models per category.")
-@click.option("--epochs", default=60, show_default=True, help="Pretraining epochs per method.")
-@click.option("--eval-every", default=15, show_default=True, help="Epochs between scored checkpoints (for the plot).")
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--random-seeds", default=5, show_default=True, help="Random inits (seeds SEED, SEED+1, ...) whose "
-              "SVM accuracy is reported as mean ± std.")
+@click.option("--per-category", default=48, show_default=True, callback=AT_LEAST_1,
+              help="Mini-ShapeNet models per category.")
+@click.option("--epochs", default=60, show_default=True, callback=AT_LEAST_1, help="Pretraining epochs per method.")
+@click.option("--eval-every", default=15, show_default=True, callback=AT_LEAST_1,
+              help="Epochs between scored checkpoints (for the plot).")
+@click.option("--batch-size", default=16, show_default=True, callback=AT_LEAST_1)
+@click.option("--seed", default=0, show_default=True, callback=AT_LEAST_0)
+@click.option("--random-seeds", default=5, show_default=True, callback=AT_LEAST_1, help="Random inits (seeds SEED, "
+              "SEED+1, ...) whose SVM accuracy is reported as mean ± std.")
+@click.option("--ways", default=5, show_default=True, callback=AT_LEAST_2, help="Few-shot: N classes per episode.")
+@click.option("--shots", default=10, show_default=True, callback=AT_LEAST_1,
+              help="Few-shot: K support samples per class (one view per training object; single views when fewer "
+                   "than K training objects per class). Checked against the dataset before any work.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars [default: only when stderr is a terminal].")
 @guarded
-def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, seed, random_seeds, device,
-              progress) -> None:
+def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, seed, random_seeds, ways, shots,
+              device, progress) -> None:
     """Proof of learning: render the mini-ShapeNet, pretrain each method (CPU-sized), and compare
     linear-SVM and few-shot accuracy of each pretrained encoder with the same encoder at random init.
 
@@ -213,9 +309,11 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
     Example:
       pcssl-train benchmark --out out/benchmark
       pcssl-train benchmark --methods point-mae,vasp --epochs 10 --out out/bench-small
+      pcssl-train benchmark --methods point-mae --ways 5 --shots 5 --out out/bench-5shot
     """
     import shlex
 
+    from .engine.paths import check_output_dir
     from .errors import TrainError
     from .eval.benchmark import METHODS, run_benchmark
 
@@ -223,11 +321,18 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
     bad = [m for m in chosen if m not in METHODS]
     if bad or not chosen:
         raise TrainError(f"unknown method {bad[0] if bad else methods!r}: expected some of {', '.join(METHODS)}")
-    if epochs < 1 or eval_every < 1 or random_seeds < 1:
-        raise TrainError("--epochs, --eval-every and --random-seeds must be positive")
+    if data is not None:
+        if not data.exists():
+            raise TrainError(f"--data {data}: no such dataset folder")
+        _dataset_folder(data)
+        from cma_builder.reader import DatasetReader
+
+        DatasetReader.open(data)   # a folder that is not a cma-build dataset: one line, before any work
+    check_output_dir(out)          # before the mini-ShapeNet is rendered and the methods trained
     command = "pcssl-train benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     run_benchmark(out, chosen, data, per_category, epochs, eval_every, batch_size, seed,
-                  None if device == "auto" else device, progress, command.strip(), random_seeds=random_seeds)
+                  None if device == "auto" else device, progress, command.strip(), ways=ways, shots=shots,
+                  random_seeds=random_seeds)
     click.echo(f"wrote {out / 'results.md'}, results.csv, results.json, accuracy.png")
 
 

@@ -17,6 +17,7 @@ import torch
 
 from . import official
 from .engine import checkpoint as ckpt
+from .engine.paths import check_output_dir, check_output_file
 from .errors import TrainError
 from .methods import create_method
 
@@ -25,6 +26,9 @@ FORMATS = ("pcssl", "point-mae")
 
 
 def run_checkpoint(run: Path, which: str = "last") -> Path:
+    which = str(which).strip()
+    if which != "last" and not (which.isdigit() and int(which) >= 1):
+        raise TrainError(f"--epoch {which}: expected 'last' or an epoch number (>= 1) kept by train.keep_every")
     path = run / "checkpoints" / ("last.pt" if which == "last" else f"epoch-{int(which):04d}.pt")
     if not path.is_file():
         raise TrainError(f"{path}: no such checkpoint (is {run} a pcssl-train run that finished an epoch?)")
@@ -113,6 +117,10 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike | None = No
         folder = Path.cwd()
     if out is not None and Path(out).resolve() == path.resolve():
         raise TrainError(f"{out}: is the file being exported; choose another --out")
+    if out is not None:   # before the (possibly large) file is read
+        check_output_file(out, "--out", example="encoder.pt")
+    else:
+        check_output_dir(folder, None)
     got = read_pretrained(path)
     if fmt == "point-mae":
         return official.write(_point_mae_state(got, str(path)),

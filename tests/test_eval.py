@@ -15,10 +15,11 @@ from conftest import SMALL, run_cli, synthesize
 from pcssl_train.engine.config import load_config
 from pcssl_train.engine.trainer import pretrain
 from pcssl_train.errors import TrainError
-from pcssl_train.eval.benchmark import markdown, plot, run_benchmark, view_clouds
+from pcssl_train.eval.benchmark import (_view_counts, fewshot_support, markdown, plot, run_benchmark, split_counts,
+                                        view_clouds)
 from pcssl_train.eval.features import EncoderSpec, extract_features, load_spec, pooled
 from pcssl_train.eval.fewshot import episodes, few_shot
-from pcssl_train.eval.finetune import FinetuneConfig, classifier, finetune_classifier
+from pcssl_train.eval.finetune import FinetuneConfig, classifier, finetune_classifier, warmup_steps
 from pcssl_train.eval.pointset import PointSet
 from pcssl_train.eval.svm import linear_svm, stratified_holdout
 
@@ -71,6 +72,31 @@ def test_svm_uses_the_val_split_when_given():
     x, y = blobs(20, 3)
     r = linear_svm(x[:45], y[:45], x[45:], y[45:], x[45:], y[45:])
     assert r["val_source"] == "val split" and r["val_size"] == 15 and r["train_size"] == 45
+
+
+def test_svm_small_val_split_chooses_c_by_cross_validation_on_train():
+    x, y = blobs(20, 3)
+    train, test = np.arange(60) % 4 != 0, np.arange(60) % 4 == 0
+    vx, vy = blobs(1, 3, seed=0)  # 3 val samples: one per class (same centers: seed 0)
+    r = linear_svm(x[train], y[train], x[test], y[test], vx, vy, seed=0)
+    assert r["val_source"] == "5-fold CV on train (val split has only 3 samples, fewer than 10)", r["val_source"]
+    assert r["cv_folds"] == 5 and r["val_size"] == 45 and r["test_accuracy"] == 1.0
+    # The val split's labels (and the test labels) never influence C then.
+    r2 = linear_svm(x[train], y[train], x[test], y[test][::-1], vx, vy[::-1], seed=0)
+    assert r2["C"] == r["C"] and r2["val_scores"] == r["val_scores"]
+    # The smallest training class caps k; views of one object (groups) stay in one fold.
+    few = np.flatnonzero(train)[[0, 1, 2, 15, 16, 17, 30, 31, 32]]  # 3 per class
+    assert linear_svm(x[few], y[few], x[test], y[test], vx, vy)["cv_folds"] == 3
+    groups = np.arange(train.sum()) // 3  # 15 "objects" of 3 "views" each, 5 per class
+    g = linear_svm(x[train], y[train], x[test], y[test], seed=0, groups=groups)
+    assert g["val_source"] == "5-fold CV on train (no val split)" and g["test_accuracy"] == 1.0
+    # A val split of max(10, 2 x classes) samples or more is used as it is.
+    bx, by = blobs(4, 3, seed=7)
+    big = linear_svm(x[train], y[train], x[test], y[test], bx, by, seed=0)
+    assert big["val_source"] == "val split" and big["val_size"] == 12 and "cv_folds" not in big
+    # No val split and a small training set: the 20 % hold-out would be too small, so CV too.
+    small = linear_svm(x[few], y[few], x[test], y[test])
+    assert small["val_source"].startswith("3-fold CV on train (a 20 % hold-out of train would have only 3 samples")
 
 
 def test_stratified_holdout_keeps_every_class():
@@ -165,6 +191,30 @@ def test_finetune_learns_and_reports_vote_and_val_selection():
     assert r["best_val_epoch"] == best["epoch"] and r["test_accuracy_at_best_val"] == best["test_accuracy"]
 
 
+def test_warmup_scales_with_the_epochs():
+    """10 warmup epochs of 300 as published; shorter runs keep the 1/30 share, so they leave the warmup."""
+    assert warmup_steps(300, 100) == 1000 and warmup_steps(600, 100) == 1000  # capped at 10 epochs
+    assert warmup_steps(30, 100) == 100 and warmup_steps(3, 100) == 10 and warmup_steps(3, 5) == 0
+    assert warmup_steps(300, 100, warmup_epochs=1) == 100
+
+
+def test_cli_finetune_3_epochs_leaves_warmup_and_beats_chance(tmp_path):
+    """``eval -p finetune --epochs 3`` on 3 clearly separable classes (spheres, cubes, discs): with a fixed
+    10-epoch warmup the run never reached the full learning rate; now it warms up for 0.1 epoch."""
+    root = tmp_path / "mn40"
+    write_modelnet40(root, per_class=100, test_per_class=8)  # 300 training clouds: 37 steps an epoch
+    enc = EncoderSpec("point_transformer", TINY, None).build(seed=0)
+    torch.save({"format": "pcssl-encoder/1", "model": "point_transformer", "config": TINY,
+                "state_dict": enc.state_dict()}, tmp_path / "enc.pt")
+    proc = run_cli("pcssl-train", "eval", str(tmp_path / "enc.pt"), "-p", "finetune", "-b", "modelnet40", "-r",
+                   str(root), "--points", "256", "--epochs", "3", "--batch-size", "8", "--no-progress",
+                   "-o", str(tmp_path / "ft.json"))
+    assert proc.returncode == 0, proc.stderr
+    ft = json.loads((tmp_path / "ft.json").read_text())
+    assert ft["epochs"] == 3 and 0 < ft["warmup_epochs"] < 0.2, ft["warmup_epochs"]  # 4 steps of 37
+    assert ft["test_accuracy"] > 0.6 and ft["test_accuracy_vote"] > 0.6, ft  # chance: 1/3
+
+
 @pytest.mark.parametrize("name, config", [("pointnet_encoder", {}), ("dgcnn_encoder", dict(k=8, emb_dims=32))])
 def test_finetune_other_encoders(name, config):
     """PointNet (with its feature-transform regularizer) and DGCNN fine-tune through the same loop."""
@@ -188,14 +238,14 @@ def test_classifier_gets_the_pretrained_weights():
 
 
 # --- the CLI ----------------------------------------------------------------------------------
-def write_modelnet40(root, per_class=8, classes=3, seed=0):
+def write_modelnet40(root, per_class=8, classes=3, seed=0, test_per_class=None):
     """A ModelNet40-format folder whose 3 used classes are spheres, cubes and flat discs."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True)
     (root / "shape_names.txt").write_text("\n".join(f"class{i}" for i in range(40)) + "\n")
     for split in ("train", "test"):
         clouds, labels = [], []
-        for i in range(per_class * classes):
+        for i in range((per_class if split == "train" or test_per_class is None else test_per_class) * classes):
             c = i % classes
             x = rng.normal(size=(2048, 3))
             x = x / np.linalg.norm(x, axis=1, keepdims=True) if c == 0 else \
@@ -219,9 +269,11 @@ def test_cli_eval_svm_fewshot_finetune_on_modelnet40_files(tmp_path):
     proc = run_cli("pcssl-train", "eval", *common, "-p", "svm", "-o", str(tmp_path / "svm.json"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "svm.json").read_text())
-    assert result["test_size"] == 24 and result["val_source"] == "train hold-out", result
+    # 8 training clouds per class: a 20 % hold-out (6 clouds) is too small to choose C on, so 5-fold CV.
+    how = "5-fold CV on train (a 20 % hold-out of train would have only 6 samples, fewer than 10)"
+    assert result["test_size"] == 24 and result["val_source"] == how, result
     assert result["test_accuracy"] > 0.6, result  # 3 classes: chance is 1/3
-    assert "linear SVM: test accuracy" in proc.stdout
+    assert "linear SVM: test accuracy" in proc.stdout and f"chosen by {how}" in proc.stdout, proc.stdout
     rows = list(csv.DictReader(open(tmp_path / "svm.csv")))
     assert rows[0]["metric"] == "test_accuracy" and float(rows[0]["value"]) == result["test_accuracy"]
     assert (tmp_path / "svm.md").read_text().startswith("**svm** on modelnet40")
@@ -344,6 +396,9 @@ def test_benchmark_writes_table_json_csv_and_plot(split_dataset, tmp_path):
     table = (out / "results.md").read_text()
     assert "pcssl-train benchmark (test)" in table and "| point-mae | point_transformer" in table
     assert "2-way 2-shot" in table and "(one per object for training: 16/8)" in table
+    assert row["fewshot_support"] == "one view per training object" and "Few-shot support: one view" in table
+    assert "C of the SVM on 1 view per object: chosen by 2-fold CV on train (val split has only 8 samples, fewer " \
+           "than 16)" in table  # 8 val objects of 8 classes
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["evaluation"]["views"] == [32, 16, 16] and data["meta"]["evaluation"]["fused"] == [16, 8, 8]
     for key in ("svm_views", "svm_views_all", "svm_fused", "fewshot_mean"):
@@ -354,6 +409,41 @@ def test_benchmark_writes_table_json_csv_and_plot(split_dataset, tmp_path):
     again = run_benchmark(out, ["point-mae"], data=split_dataset, epochs=2, eval_every=1, batch_size=4,
                           progress=False, ways=2, shots=2)
     assert again["results"][0]["pretrained_svm_views"] == row["pretrained_svm_views"]
+
+
+def test_fewshot_support_pool_and_hints():
+    counts = {"train_objects": {"a": 12, "b": 3, "c": 3, "d": 9}, "train_views": {"a": 48, "b": 12, "c": 12, "d": 36},
+              "test_views": {"a": 2, "b": 1, "c": 1}}  # d: no test view, never a few-shot class
+    assert fewshot_support(counts, 2, 3) == "objects" and fewshot_support(counts, 3, 3) == "objects"
+    assert fewshot_support(counts, 2, 10) == "views"  # only a has 10 objects; a, b and c have 12 views
+    with pytest.raises(TrainError) as e:
+        fewshot_support(counts, 3, 20, "DS")
+    assert str(e.value) == ("3-way 20-shot few-shot needs 3 classes with a test view and at least 20 training views; "
+                            "DS has 1 (training views of each class with a test view: a 48, c 12, b 12); --shots 12 "
+                            "would work")
+    with pytest.raises(TrainError, match="; --ways 3 would work$"):
+        fewshot_support(counts, 4, 10)
+    with pytest.raises(TrainError, match="at least 2"):
+        fewshot_support(counts, 1, 10)
+    with pytest.raises(TrainError, match="DS has no test object .*, so no --ways / --shots setting would work$"):
+        fewshot_support({**counts, "test_views": {}}, 2, 1, "DS")
+
+
+def test_benchmark_checks_fewshot_before_any_work(split_dataset, tmp_path):
+    """2 training objects of 2 views per class: 5-way 10-shot is impossible, said before pretraining."""
+    assert split_counts(split_dataset) == _view_counts(view_clouds(split_dataset, "train"),
+                                                       view_clouds(split_dataset, "test"))
+    out = tmp_path / "bench"
+    with pytest.raises(TrainError, match=r"^5-way 10-shot few-shot needs 5 classes .* has 0 .*; --shots 4 would work$"):
+        run_benchmark(out, ["point-mae"], data=split_dataset, epochs=1)
+    assert not out.exists()
+    # The mini-ShapeNet it would synthesize: the split follows from the model ids, known up front.
+    with pytest.raises(TrainError, match=r"the mini-ShapeNet of 2 models per category \(seed 0\) has 0"):
+        run_benchmark(out, ["point-mae"], per_category=2, epochs=1)
+    assert not out.exists()
+    proc = run_cli("pcssl-train", "benchmark", "-d", str(split_dataset), "-o", str(out), "--epochs", "1")
+    assert proc.returncode == 2 and "--shots 4 would work" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_paired_bootstrap_resamples_whole_objects():

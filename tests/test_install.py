@@ -95,7 +95,7 @@ def test_pcssl_train_without_torch_names_the_extra(rendered, tmp_path):
     proc = blocked_python(code, "pretrain", "-c", "point-mae-tiny", "-d", str(rendered), "-o", str(tmp_path / "r"),
                           blocked=BLOCKED + ("torch",))
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        "error: pcssl-train needs the [train] extra (torch is not installed): pip install 'cma-toolkit[train]'")
+        "Error: pcssl-train needs the [train] extra (torch is not installed): pip install 'cma-toolkit[train]'")
     assert not (tmp_path / "r").exists()
 
 

@@ -197,6 +197,19 @@ def test_finetune_deterministic_and_loads_state(data):
     assert c["history"] != a["history"]
 
 
+def test_short_run_leaves_the_warmup(data):
+    """``--epochs 3``: the warmup is min(10, 3 / 30) epochs (0 steps at 2 steps an epoch), not a fixed 10
+    epochs that would keep the whole run below a tenth of the learning rate."""
+    train, test = data
+    train, test = train.subset(np.arange(0, 32, 4)), test.subset(np.arange(0, 16, 4))
+    res = finetune_partseg(TINY, None, train, test, epochs=3, batch_size=4, lr=1e-3, progress=False, eval_every=3)
+    lrs = [r["lr"] for r in res["history"]]
+    assert res["epochs"] == 3 and res["warmup_epochs"] == 0.0
+    assert lrs[0] == pytest.approx(1e-3) and lrs[0] > lrs[1] > lrs[2] > 1e-4, lrs  # full lr, then cosine
+    long = finetune_partseg(TINY, None, train, test, epochs=30, batch_size=4, lr=1e-3, progress=False, eval_every=30)
+    assert long["warmup_epochs"] == 1.0 and long["history"][1]["lr"] == pytest.approx(1e-3, rel=0.01)
+
+
 def test_finetune_errors(data):
     train, test = data
     no_seg = PointSet(train.points, train.labels, train.class_names)

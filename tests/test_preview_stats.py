@@ -109,3 +109,56 @@ def test_stats_counts_bytes_and_points(rendered, tmp_path):
                          for name in sorted({r["shard"] for r in rows})])
     assert s["view_foreground"]["median"] == float(np.median(fg)) and s["view_foreground"]["max"] == fg.max()
     assert re.search(r"^total +8 ", proc.stdout, re.M) and "Failures: none" in proc.stdout
+
+
+def test_stats_checks_its_json_path_before_the_work(rendered, tmp_path):
+    """Not after printing the whole summary: nothing on stdout, one line on stderr, exit 2."""
+    (tmp_path / "afile").write_text("x")
+    for target, message in [("/proc/x.json", "--json /proc/x.json: cannot write in /proc ("),
+                            ("/dev/null", "--json /dev/null: exists and is not a regular file"),
+                            (str(tmp_path), f"--json {tmp_path}: is a folder; expected a file name such as"),
+                            (str(tmp_path / "afile" / "s.json"), f"its folder, {tmp_path / 'afile'} is not a folder")]:
+        proc = run_cli("cma-build", "stats", str(rendered), "--json", target)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and len(err.splitlines()) == 1 and message in err and proc.stdout == "", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    proc = run_cli("cma-build", "stats", str(rendered), "--json", str(tmp_path / "new" / "s.json"))
+    assert proc.returncode == 0 and json.loads((tmp_path / "new" / "s.json").read_text())["shards"] >= 1
+
+
+def test_preview_checks_its_numbers_and_folder_before_the_work(rendered, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for args, message in [(("--out", "/proc/pv"), "--out /proc/pv: cannot write in /proc ("),
+                          (("--out", str(tmp_path / "afile" / "pv")), f"{tmp_path / 'afile'} is not a folder"),
+                          (("--out", str(tmp_path / "pv"), "--seed", "-1"), "--seed must be at least 0, got -1"),
+                          (("--out", str(tmp_path / "pv"), "--max-views", "0"), "--max-views must be at least 1"),
+                          (("--out", str(tmp_path / "pv"), "--n", "-2"), "--n must be at least 1, got -2")]:
+        proc = run_cli("cma-build", "preview", str(rendered), *args)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_text_is_wrapped_to_the_strip_never_cut():
+    from cma_builder.drawing import font, text_image, wrap
+
+    line = "split train   shard 20261202-011338-vm-22627-243db2-00001 row 0   224x224 px, 12 views (ring)"
+    lines = wrap([line, "short"], 300, 16)
+    assert len(lines) > 2 and lines[-1] == "short" and all(font(16).getlength(t) <= 300 for t in lines)
+    assert lines[0] == "split train"  # broken at the field separators first
+    assert wrap(["x" * 80], 100, 16) == ["x" * len(t) for t in wrap(["x" * 80], 100, 16)]  # a long word: by letters
+    img = text_image([line], 300, size=16)
+    assert img.shape[0] > text_image(["short"], 300, size=16).shape[0]  # grew downwards...
+    assert (img[:, -4:] == 255).all()  # ...and nothing touches the right edge
+
+
+def test_preview_header_fits_the_sheet(rendered, tmp_path):
+    """One view per sheet makes the narrowest sheet: the header used to run off its right edge."""
+    for extra in ((), ("--max-views", "1")):
+        out = tmp_path / f"pv{len(extra)}"
+        sheet = preview(rendered, out, "--n", "1", *extra)[0]
+        img = Image.open(sheet)
+        layout = json.loads(img.text["cma-layout"])
+        top = layout["panels"]["RGB"][0][1]  # the header and the view labels are above the first tile
+        margin = np.asarray(img.convert("RGB"))[:top, -6:]
+        assert ((margin == 255) | (margin == 200)).all()  # white, or the gray rule under the header: no text

@@ -200,3 +200,78 @@ def test_manifest_write_is_atomic(synth_tree, tmp_path, monkeypatch):
         write_manifest(rows, out)
     assert out.read_bytes() == before  # the old manifest is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]  # no temp file left
+
+
+@pytest.mark.parametrize("make_out, expected", [
+    (lambda t: Path("/proc/m.csv"), "--out /proc/m.csv: cannot write in /proc"),
+    (lambda t: Path("/sys/m.csv"), "--out /sys/m.csv: cannot write in /sys"),  # EACCES even for root
+    (lambda t: t / "afile" / "m.csv", "cannot create its folder"),
+    (lambda t: t, "is a folder"),
+])
+def test_unwritable_manifest_is_named_before_the_scan(synth_tree, tmp_path, make_out, expected):
+    """The path the user gave (never our hidden temporary file), before any model is inspected."""
+    (tmp_path / "afile").write_text("x")
+    out = make_out(tmp_path)
+    proc = run_cli("cma-build", "scan", "--shapenet", str(synth_tree), "--out", str(out))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err and str(out) in err and ".tmp" not in err, err
+    assert proc.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_the_manifest_folder_is_created_after_the_scan(synth_tree, tmp_path):
+    out = tmp_path / "new" / "sub" / "m.csv"
+    proc = run_cli("cma-build", "scan", "--shapenet", str(tmp_path / "nope"), "--out", str(out))
+    assert proc.returncode == 2 and "no such folder" in proc.stderr and not any(tmp_path.iterdir())  # the input first
+    proc = run_cli("cma-build", "scan", "--shapenet", str(synth_tree), "--out", str(out), "--limit", "2")
+    assert proc.returncode == 0 and len(read_manifest(out)) == 2, proc.stderr
+
+
+@pytest.mark.parametrize("workers", [0, -4])
+def test_scan_refuses_no_workers(synth_tree, tmp_path, workers):
+    proc = run_cli("cma-build", "scan", "--shapenet", str(synth_tree), "--out", str(tmp_path / "m.csv"),
+                   "--workers", str(workers))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"Error: --workers must be at least 1, got {workers}"
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(CmaError, match="--workers must be at least 1"):
+        scan(synth_tree, workers=workers, show_progress=False)
+
+
+def test_atomic_write_names_the_target_not_its_temporary_file(tmp_path):
+    from cma_builder.atomic import atomic_write
+
+    with pytest.raises(OSError) as info:
+        with atomic_write("/proc/m.csv") as fh:
+            fh.write("x")
+    assert info.value.filename == "/proc/m.csv"
+    with pytest.raises(FileNotFoundError) as info:  # the same kind of error as before, for callers that catch it
+        with atomic_write(tmp_path / "gone" / "m.csv") as fh:
+            fh.write("x")
+    assert info.value.filename == str(tmp_path / "gone" / "m.csv")
+
+
+def test_output_checks_change_nothing(tmp_path):
+    from cma_builder.atomic import check_output_dir, check_output_file
+
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert check_output_file(tmp_path / "new.json", "--json") == tmp_path / "new.json"
+    assert check_output_file(tmp_path / "afile") == tmp_path / "afile"  # an existing file is replaced
+    assert check_output_file(tmp_path / "x" / "y" / "r.json") == tmp_path / "x" / "y" / "r.json"  # created later
+    assert check_output_dir(tmp_path / "a" / "b" / "c", "--out") == tmp_path / "a" / "b" / "c"  # created later
+    assert check_output_dir(tmp_path) == tmp_path
+    for call, message in [
+        (lambda: check_output_file(tmp_path, "--json", "s.json"), f"--json {tmp_path}: is a folder; expected a file "
+                                                                  f"name such as {tmp_path / 's.json'}"),
+        (lambda: check_output_file("/dev/null", "--report"), "--report /dev/null: exists and is not a regular file"),
+        (lambda: check_output_file(tmp_path / "afile" / "r.json"), f"its folder, {tmp_path / 'afile'} is not a folder"),
+        (lambda: check_output_file("/proc/x.json", "--report"), "--report /proc/x.json: cannot write in /proc ("),
+        (lambda: check_output_dir(tmp_path / "afile", "--out"), "is a file; expected a folder"),
+        (lambda: check_output_dir(tmp_path / "afile" / "sub"), f"the folder, {tmp_path / 'afile'} is not a folder"),
+        (lambda: check_output_dir("/proc/x/y", "--out"), "--out /proc/x/y: cannot write in /proc ("),
+        (lambda: check_output_dir("/sys/x"), "/sys/x: cannot write in /sys ("),
+    ]:
+        with pytest.raises(CmaError) as info:
+            call()
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # the write test left nothing behind

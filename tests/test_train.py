@@ -142,7 +142,7 @@ def test_bad_input_is_one_line(args, message, rendered, tmp_path):
     args = [str(rendered) if a == "DATA" else a for a in args]
     proc = run_cli("pcssl-train", "pretrain", *args, "-o", str(tmp_path / "run"), "--no-progress")
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: ") and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 

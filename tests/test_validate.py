@@ -162,3 +162,43 @@ def test_docs_list_every_check_with_its_default_limit():
     for name, check in CHECKS.items():
         limit = ("<= " if check.bound == "max" else ">= ") + _fmt(check.default) + (f" {check.unit}" if check.unit else "")
         assert f"| `{name}` | {limit} |" in text, name
+
+
+@pytest.mark.parametrize("report, expected", [
+    ("/proc/x.json", "--report /proc/x.json: cannot write in /proc ("),
+    ("/sys/x.json", "--report /sys/x.json: cannot write in /sys ("),
+    ("/dev/null", "--report /dev/null: exists and is not a regular file"),
+    ("{tmp}", "--report {tmp}: is a folder; expected a file name such as {tmp}/report.json"),
+    ("{tmp}/afile/r.json", "--report {tmp}/afile/r.json: cannot create its folder, {tmp}/afile is not a folder"),
+])
+def test_an_unwritable_report_fails_before_the_checks(rendered, tmp_path, report, expected):
+    """Not after printing the whole report: nothing on stdout, one line on stderr, exit 2."""
+    report, expected = report.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.name for p in rendered.iterdir())
+    proc = validate(rendered, "--report", report)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and expected in err and ".tmp" not in err, err
+    assert proc.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert sorted(p.name for p in rendered.iterdir()) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--workers", "0"), "--workers must be at least 1, got 0"),
+    (("--workers", "-3"), "--workers must be at least 1, got -3"),
+    (("--seed", "-1"), "--seed must be at least 0, got -1"),  # was a numpy traceback with --sample
+    (("--threshold", "mapping.pixel_error=-0.5"), "the limit must be a finite number >= 0"),
+    (("--threshold", "images.saturated=nan"), "the limit must be a finite number >= 0"),
+])
+def test_impossible_numbers_are_refused(rendered, tmp_path, args, message):
+    proc = validate(rendered, "--sample", "2", *args, "--report", str(tmp_path / "r.json"))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and message in err and proc.stdout == "", err
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_infinite_upper_limit_turns_a_check_off(rendered, tmp_path):
+    report = tmp_path / "new" / "r.json"  # its folder is created
+    proc = validate(rendered, "--sample", "2", "--threshold", "mapping.pixel_error=inf", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["checks"]["mapping.pixel_error"]["threshold"] == float("inf")

@@ -32,12 +32,35 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a hidden temporary file beside ``path``, then rename it over ``path``. A failure (no
+    permission, a full disk) is a TrainError naming ``path``, and leaves no temporary file."""
+    from ..errors import TrainError
+
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "PytorchStreamWriter" not in str(e) and "open file" not in str(e):
+            raise
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        import re
+
+        if isinstance(e, FileExistsError):
+            why = f"{e.filename} is a file, not a folder"
+        elif isinstance(e, OSError) and e.strerror:
+            why = e.strerror
+        else:
+            found = re.search(r"strerror: (.+)$", str(e).splitlines()[0] if str(e) else "")
+            why = found.group(1) if found else (str(e).splitlines() or [""])[0][:160]
+        raise TrainError(f"{path}: cannot write it ({why})") from None
 
 
 def _numpy_globals() -> list:
@@ -65,7 +88,8 @@ def load_untrusted(path: Path, map_location="cpu"):
 
     path = Path(path)
     if not path.is_file():
-        raise TrainError(f"{path}: no such file")
+        raise TrainError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not a checkpoint file")
+    _check_intact(path)
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -84,6 +108,28 @@ def load_untrusted(path: Path, map_location="cpu"):
         why = ("not a zip archive as torch.save writes" if not zipfile.is_zipfile(path)
                else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}")
         raise TrainError(f"{path}: not a readable torch checkpoint ({why})") from None
+
+
+def _check_intact(path: Path) -> None:
+    """torch reads a zip checkpoint without checking the CRCs of its records, so a file damaged after it
+    was written (bytes changed, not cut) would load as wrong weights: check them first (a CRC pass over
+    the file, about a second per GB)."""
+    import zipfile
+
+    from ..errors import TrainError
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except Exception:  # noqa: BLE001 - not a zip archive (or an unreadable one): torch.load says what it is
+        return
+    try:
+        with archive:
+            bad = archive.testzip()
+    except Exception:  # noqa: BLE001 - zipfile raises BadZipFile, zlib and struct errors on a damaged record
+        bad = "a record"
+    if bad is not None:
+        raise TrainError(f"{path}: damaged, {bad} inside fails its CRC check (the file changed after it was "
+                         f"written); not a readable torch checkpoint")
 
 
 def _unsupported_global(message: str) -> str:

@@ -21,9 +21,10 @@ from ..data import Augment, CmaDataset
 from ..errors import TrainError
 from ..methods import Method, create_method
 from . import checkpoint, distributed
-from .config import config_diff
+from .config import config_diff, validate
 from .initialize import initialize
 from .metrics import MetricsLog
+from .paths import check_output_dir
 from .progress import progress_bar
 from .schedule import make_scheduler
 
@@ -64,17 +65,20 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, cfg: dict, data: str | os.PathLike, run: str | os.PathLike, device: str | None = None,
                  progress: bool | None = None):
+        # Everything that can be wrong (config, run folder, weights, dataset, resume checkpoint) is
+        # checked before the run folder is made or changed: a bad input leaves the disk as it was.
+        validate(cfg)
         self.cfg, self.run, self.progress = cfg, Path(run), progress
-        self.info = distributed.setup(device)
         self.ckpt_path = self.run / "checkpoints" / "last.pt"
+        self._check_run_dir()
+        self.info = distributed.setup(device)
         o, t = cfg["optim"], cfg["train"]
         seed_everything(t["seed"] + self.info.rank)
         self.method: Method = create_method(cfg["method"], **cfg["model"])
-        if cfg.get("init") and not self.ckpt_path.is_file():   # before the run folder is made: a bad file leaves none
+        if cfg.get("init") and not self.ckpt_path.is_file():
             loaded = initialize(self.method, cfg["init"], cfg["model"])
             if self.info.main:
                 print(f"initialized {loaded}", file=sys.stderr)
-        self._check_run_dir()
         self.method.to(self.info.device)
         self.dataset = build_dataset(cfg, data, self.method.kind)
         if o["batch_size"] % self.info.world_size:
@@ -99,20 +103,33 @@ class Trainer:
         self.epoch = self.step = 0
         if self.ckpt_path.is_file():
             self._resume()
+        self._make_run_dir()
         self.amp = self.info.device.type == "cuda" and t["amp"] == "bf16"
 
     # --- run folder -----------------------------------------------------------------------
     def _check_run_dir(self) -> None:
+        """Read-only: the run folder is a run of this very config (resume), or can become one."""
         saved = self.run / "config.yaml"
+        check_output_dir(self.run)
         if saved.is_file():
-            old = yaml.safe_load(saved.read_text())
+            try:
+                old = yaml.safe_load(saved.read_text())
+            except (OSError, yaml.YAMLError) as e:
+                raise TrainError(f"{saved}: cannot read the run's config ({getattr(e, 'strerror', None) or 'not valid YAML'}); "
+                                 f"choose another --out") from None
+            if not isinstance(old, dict):
+                raise TrainError(f"{saved}: not a pcssl-train run config; choose another --out")
             diff = config_diff(old, self.cfg)
             if diff:
                 raise TrainError(f"{self.run} holds a run with a different config ({diff[0]}); "
                                  f"resume with the same config or choose another --out")
-        elif self.info.main:
-            if self.run.exists() and any(self.run.iterdir()):
-                raise TrainError(f"{self.run} exists and is not a pcssl-train run folder; choose another --out")
+        elif self.run.exists() and any(self.run.iterdir()):
+            raise TrainError(f"{self.run} exists and is not a pcssl-train run folder; choose another --out")
+
+    def _make_run_dir(self) -> None:
+        distributed.barrier(self.info)   # every process checked its inputs before the folder changes
+        saved = self.run / "config.yaml"
+        if self.info.main and not saved.is_file():
             self.run.mkdir(parents=True, exist_ok=True)
             tmp = saved.with_suffix(".tmp")
             tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
@@ -121,15 +138,25 @@ class Trainer:
 
     def _resume(self) -> None:
         state = checkpoint.load_untrusted(self.ckpt_path, map_location=self.info.device)
-        self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.step = state["epoch"], state["step"]
+        if not isinstance(state, dict) or state.get("format") != "pcssl-checkpoint/1":
+            raise TrainError(f"{self.ckpt_path}: not a pcssl-train run checkpoint, cannot resume from it; "
+                             f"choose another --out")
+        if state.get("method") != self.cfg["method"]:
+            raise TrainError(f"{self.ckpt_path}: a checkpoint of {state.get('method')!r}, this run trains "
+                             f"{self.cfg['method']!r}; choose another --out")
         rng = self.ckpt_path.with_name(f"rng-rank{self.info.rank}.pt")
-        if self.info.rank == 0:
-            checkpoint.set_rng_state(state["rng"])
-        elif rng.is_file():
-            checkpoint.set_rng_state(checkpoint.load_untrusted(rng)["rng"])
+        try:
+            self.method.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            if self.info.rank == 0:
+                checkpoint.set_rng_state(state["rng"])
+            elif rng.is_file():
+                checkpoint.set_rng_state(checkpoint.load_untrusted(rng)["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            what = f"missing {e}" if isinstance(e, KeyError) else (str(e).splitlines() or [""])[0][:160]
+            raise TrainError(f"{self.ckpt_path}: cannot resume from it ({type(e).__name__}: {what})") from None
         if self.info.main:
             print(f"resuming {self.run} after epoch {self.epoch} (step {self.step})", file=sys.stderr)
 
@@ -154,6 +181,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         epochs, clip = cfg["optim"]["epochs"], cfg["optim"]["grad_clip"]
         log_every, kill_at = cfg["train"]["log_every"], int(os.environ.get(KILL_AT_STEP, "0"))
+        if self.epoch >= epochs:   # a finished run: nothing to train, nothing to write
+            return {"epoch": self.epoch, "step": self.step}
         log = MetricsLog(self.run, self.step, cfg["train"]["tensorboard"]) if info.main else None
         last: dict = {}
         rates: list[float] = []  # samples/s of each epoch of this call (all processes together)

@@ -5,16 +5,26 @@
 2. Pretrains each method with its CPU-sized ``<method>-tiny`` config on the train split, keeping a
    checkpoint every ``eval_every`` epochs. A finished run is reused; a killed one resumes.
 3. Scores each kept checkpoint, and the same encoder at random init, by a linear SVM (C chosen on
-   the val split) on frozen features, and finally also by 5-way 10-shot few-shot (10 trials).
+   the val split, or by cross-validation on train when the val split is small: see ``svm.py``) on
+   frozen features, and finally also by N-way K-shot few-shot (``ways``/``shots``, default 5-way
+   10-shot; 10 trials).
 
-The evaluation samples are single-view clouds (256 points by FPS from each rendered view of an
-object, rotated about the up axis by a seeded random angle): the partial, arbitrarily oriented
-clouds a depth sensor gives. The SVM is trained on one seeded view per training object (one
-sample per object, as in ModelNet40) and scored on every view of every test object; the few-shot
-support sets are distinct training objects. Also reported: the SVM trained on every view of the
-training objects ("all views") and on whole fused clouds ("fused"); on these easier settings a
-random-init encoder already separates the 8 distinct categories almost perfectly. Splits are by
-object, so no view of a test object is seen in training.
+Before any work (before synthesizing, rendering or pretraining) the few-shot setting is checked
+against the dataset (``--data``: its index and per-view point counts; otherwise the mini-ShapeNet
+it will synthesize, whose split follows from the model ids): it needs ``ways`` classes with a test
+view and at least ``shots`` training samples. An impossible setting is a one-line error saying
+what the dataset has and which ``--ways`` / ``--shots`` would work.
+
+The evaluation samples are single-view clouds (256 points by FPS from each rendered view of an object,
+rotated about the up axis by a seeded random angle): the partial, arbitrarily oriented clouds a depth sensor
+gives. The SVM is trained on one seeded view per training object (one sample per object, as in ModelNet40)
+and scored on every view of every test object; the few-shot support sets are distinct training objects (one
+view each) when ``ways`` classes have ``shots`` training objects, and otherwise single views of the training
+objects (several views of one object can then be in a support set; the results say which, as
+``fewshot_support``: the mini-ShapeNet of ``make demo``, 2 to 8 training objects per class, needs this for
+10 shots). Also reported: the SVM trained on every view of the training objects ("all views") and on whole
+fused clouds ("fused"); on these easier settings a random-init encoder already separates the 8 distinct
+categories almost perfectly. Splits are by object, so no view of a test object is seen in training.
 
 Outputs in OUT: results.csv, results.json (with per-epoch histories), results.md, accuracy.png.
 """
@@ -36,7 +46,7 @@ from .features import extract_features, load_spec
 from .fewshot import few_shot
 from .pointset import PointSet
 from .readers import read_cma
-from .svm import linear_svm
+from .svm import c_choice, linear_svm
 
 METHODS = ("point-mae", "serp-pointnet", "serp-transformer", "vasp", "crossalignnet", "mm-point")
 RENDER_ARGS = ["--resolution", "64", "--views", "4", "--samples", "8", "--view-points", "512",
@@ -92,27 +102,144 @@ def one_view_per_object(views: PointSet, seed: int = 0) -> np.ndarray:
     return np.array(sorted(int(rng.choice(v)) for v in objects.values()), dtype=np.int64)
 
 
+MIN_VIEW_POINTS = 16  # a rendered view with fewer points is left out of the evaluation clouds
+SUPPORT = {"objects": "one view per training object", "views": "single views of the training objects"}
+
+
+def _count(counts: dict, what: str, category: str, n: int = 1) -> None:
+    counts.setdefault(what, {}).setdefault(category, 0)
+    counts[what][category] += n
+
+
+def split_counts(data: Path) -> dict:
+    """Per class name: training objects, training views and test views that :func:`view_clouds` would
+    give (views with at least ``MIN_VIEW_POINTS`` points), from the dataset's index and per-view point
+    counts only (no cloud is read). Keys ``train_objects``, ``train_views``, ``test_views``."""
+    counts: dict = {"train_objects": {}, "train_views": {}, "test_views": {}}
+    for split in ("train", "test"):
+        try:
+            ds = CmaDataset(data, kind="view", split=split, num_points=1, image=False, view_choice=0)
+        except TrainError as e:  # an empty split counts nothing (fewshot_support then says so)
+            if f"no rendered objects in split {split}" in str(e):
+                continue
+            raise
+        names = ds.category_names or ds.label_names
+        for i in range(len(ds)):
+            n = int((ds._small("view_point_count", i) >= MIN_VIEW_POINTS).sum())
+            name = names[ds.labels[i]] if 0 <= ds.labels[i] < len(names) else str(ds.labels[i])
+            if n:
+                _count(counts, f"{split}_views", name, n)
+                if split == "train":
+                    _count(counts, "train_objects", name)
+    return counts
+
+
+def synth_counts(tree: Path, per_category: int, seed: int, views: int) -> dict:
+    """Like :func:`split_counts` for the mini-ShapeNet ``ensure_dataset`` will render (an existing
+    ``tree``, or the one ``cma-build synth`` will write): the split of a model follows from its id, and
+    every one of its ``views`` is assumed to see it (an upper bound, checked again after rendering)."""
+    from cma_builder.splits import SplitSpec
+    from cma_builder.synth import CATEGORY_IDS, model_id
+    from cma_builder.taxonomy import Taxonomy
+
+    spec, taxonomy = SplitSpec.bundled(), Taxonomy.bundled()
+    if (tree / "taxonomy.json").is_file():
+        models = {d.name: [m.name for m in d.iterdir() if (m / "models").is_dir()]
+                  for d in tree.iterdir() if d.is_dir() and d.name.isdigit()}
+    else:
+        models = {s: [model_id(seed, s, i) for i in range(per_category)] for s in CATEGORY_IDS}
+    counts: dict = {"train_objects": {}, "train_views": {}, "test_views": {}}
+    for synset, ids in sorted(models.items()):
+        name = taxonomy.category_name(synset)
+        for mid in ids:
+            split = spec.assign(mid)
+            if split in ("train", "test"):
+                _count(counts, f"{split}_views", name, views)
+                if split == "train":
+                    _count(counts, "train_objects", name)
+    return counts
+
+
+def fewshot_support(counts: dict, ways: int, shots: int, where: str = "this dataset") -> str:
+    """Which few-shot support pool an N-way K-shot setting uses: ``"objects"`` (one view per training
+    object) when ``ways`` classes with a test view have ``shots`` training objects, else ``"views"``
+    (any single view of a training object) when they have ``shots`` training views; otherwise a
+    one-line TrainError that says what ``where`` has and which --ways / --shots would work."""
+    if ways < 2 or shots < 1:
+        raise TrainError(f"few-shot needs --ways of at least 2 and --shots of at least 1 (got {ways}-way "
+                         f"{shots}-shot)")
+    tested = [c for c in counts["test_views"] if counts["test_views"][c] > 0]
+    if not tested or not any(counts["train_views"].get(c, 0) for c in tested):
+        which = "test object" if not tested else "training object of a class with a test object"
+        raise TrainError(f"{ways}-way {shots}-shot few-shot needs training and test views of the same classes; {where} "
+                         f"has no {which} (with a usable view), so no --ways / --shots setting would work")
+    for pool in ("objects", "views"):
+        if sum(counts[f"train_{pool}"].get(c, 0) >= shots for c in tested) >= ways:
+            return pool
+    have = sorted(((counts["train_views"].get(c, 0), c) for c in tested), reverse=True)
+    sizes = [n for n, _ in have]
+    fits = sum(n >= shots for n in sizes)
+    hints = []
+    if fits >= 2:
+        hints.append(f"--ways {fits}")
+    if len(sizes) >= ways and sizes[ways - 1] >= 1:
+        hints.append(f"--shots {sizes[ways - 1]}")
+    if not hints and len(sizes) >= 2 and sizes[1] >= 1:
+        hints.append(f"--ways 2 --shots {sizes[1]}")
+    listed = ", ".join(f"{c} {n}" for n, c in have) or "none"
+    fix = f"; {' or '.join(hints)} would work" if hints else "; no --ways / --shots setting would work"
+    raise TrainError(f"{ways}-way {shots}-shot few-shot needs {ways} classes with a test view and at least {shots} "
+                     f"training views; {where} has {fits} (training views of each class with a test view: "
+                     f"{listed}){fix}")
+
+
+def _view_counts(train: PointSet, test: PointSet) -> dict:
+    """:func:`split_counts` of the evaluation clouds themselves."""
+    counts: dict = {"train_objects": {}, "train_views": {}, "test_views": {}}
+    for key, ps in (("train_views", train), ("test_views", test)):
+        for label in ps.labels:
+            _count(counts, key, ps.class_names[label])
+    for label in {i.rsplit("/", 1)[0]: lab for i, lab in zip(train.ids, train.labels)}.values():
+        _count(counts, "train_objects", train.class_names[label])
+    return counts
+
+
 def _scores(spec, sets: dict, seed: int, full: bool = True, ways: int = 5, shots: int = 10) -> tuple[dict, np.ndarray]:
     """``svm_views``: linear SVM trained (and C chosen) on one view per object, scored on every test
     view; with ``full`` also ``svm_views_all`` (trained on every view), ``svm_fused`` and N-way K-shot
-    (support: distinct training objects, one view each; queries: test views). Also returns which
-    test views the ``svm_views`` SVM got right (for the paired bootstrap)."""
+    (support: ``sets["fewshot_train"]`` of the training views; queries: test views). Also returns which
+    test views the ``svm_views`` SVM got right (for the paired bootstrap). A dataset without a val
+    split (``None`` in ``sets``) has C chosen by cross-validation on train."""
     enc = spec.build(seed)
     tr, va, te = sets["views"]
     sel_tr, sel_va = sets["one_view"]
-    f = [extract_features(enc, s.points) for s in (tr, va, te)]
-    svm = linear_svm(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, f[1][sel_va], va.labels[sel_va], seed=seed,
-                     predictions=True)
-    out = {"svm_views": svm["test_accuracy"]}
+    f = [None if s is None else extract_features(enc, s.points) for s in (tr, va, te)]
+    val_one = (None, None) if va is None else (f[1][sel_va], va.labels[sel_va])
+    svm = linear_svm(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, *val_one, seed=seed, predictions=True)
+    out = {"svm_views": svm["test_accuracy"], "svm_views_C": svm["C"], "svm_views_C_chosen": c_choice(svm)}
     if full:
-        out["svm_views_all"] = linear_svm(f[0], tr.labels, f[2], te.labels, f[1], va.labels, seed=seed)["test_accuracy"]
-        fs = few_shot(f[0][sel_tr], tr.labels[sel_tr], f[2], te.labels, ways=ways, shots=shots, trials=10, queries=20,
+        objects = np.array([i.rsplit("/", 1)[0] for i in tr.ids])  # CV folds keep an object's views together
+        out["svm_views_all"] = linear_svm(f[0], tr.labels, f[2], te.labels, f[1], None if va is None else va.labels,
+                                          seed=seed, groups=objects)["test_accuracy"]
+        pool = sets["fewshot_train"]
+        fs = few_shot(f[0][pool], tr.labels[pool], f[2], te.labels, ways=ways, shots=shots, trials=10, queries=20,
                       seed=seed)
         out.update(fewshot_mean=fs["mean"], fewshot_std=fs["std"], fewshot_min_queries=fs["min_queries_per_class"])
         ftr, fva, fte = sets["fused"]
-        g = [extract_features(enc, s.points) for s in (ftr, fva, fte)]
-        out["svm_fused"] = linear_svm(g[0], ftr.labels, g[2], fte.labels, g[1], fva.labels, seed=seed)["test_accuracy"]
+        g = [None if s is None else extract_features(enc, s.points) for s in (ftr, fva, fte)]
+        out["svm_fused"] = linear_svm(g[0], ftr.labels, g[2], fte.labels, g[1], None if fva is None else fva.labels,
+                                      seed=seed)["test_accuracy"]
     return out, svm["predictions"] == te.labels
+
+
+def _optional_val(read, *args, **kwargs):
+    """``read(..., "val", ...)``, or None when the dataset has no rendered object in its val split."""
+    try:
+        return read(*args, **kwargs)
+    except TrainError as e:
+        if "no rendered objects in split val" in str(e):
+            return None
+        raise
 
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, groups: list[str], resamples: int = 2000,
@@ -131,17 +258,35 @@ def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_cate
                   eval_every: int = 15, batch_size: int = 16, seed: int = 0, device: str | None = None,
                   progress: bool | None = None, command: str = "", ways: int = 5, shots: int = 10,
                   random_seeds: int = 5) -> dict:
+    """Run the benchmark (see the module docstring). The ``ways``-way ``shots``-shot setting is checked
+    first, before anything is synthesized, rendered or trained (:func:`fewshot_support`)."""
     from ..engine.config import load_config
     from ..engine.trainer import pretrain
 
+    if data is not None:
+        fewshot_support(split_counts(data), ways, shots, str(data))
+    else:
+        if per_category < 1:
+            raise TrainError(f"--per-category must be at least 1, got {per_category}")
+        tree, views_each = out / "mini-shapenet", int(RENDER_ARGS[RENDER_ARGS.index("--views") + 1])
+        fewshot_support(synth_counts(tree, per_category, seed, views_each), ways, shots,
+                        f"the mini-ShapeNet in {tree}" if (tree / "taxonomy.json").is_file() else
+                        f"the mini-ShapeNet of {per_category} models per category (seed {seed})")
     out.mkdir(parents=True, exist_ok=True)
     data = data or ensure_dataset(out, per_category, seed)
-    views = tuple(view_clouds(data, s, seed=seed) for s in ("train", "val", "test"))
-    sets = {"views": views, "one_view": tuple(one_view_per_object(v, seed) for v in views[:2]),
-            "fused": tuple(read_cma(data, s, num_points=1024, seed=seed) for s in ("train", "val", "test"))}
-    print(f"evaluation clouds (train/val/test): views {'/'.join(str(len(v)) for v in views)} "
-          f"(one per object: {len(sets['one_view'][0])}/{len(sets['one_view'][1])}), fused "
-          f"{'/'.join(str(len(v)) for v in sets['fused'])}", file=sys.stderr)
+    views = (view_clouds(data, "train", seed=seed), _optional_val(view_clouds, data, "val", seed=seed),
+             view_clouds(data, "test", seed=seed))
+    support = fewshot_support(_view_counts(views[0], views[2]), ways, shots, str(data))  # as rendered
+    one_view = tuple(None if v is None else one_view_per_object(v, seed) for v in views[:2])
+    sets = {"views": views, "one_view": one_view,
+            "fewshot_train": one_view[0] if support == "objects" else np.arange(len(views[0])),
+            "fused": (read_cma(data, "train", num_points=1024, seed=seed),
+                      _optional_val(read_cma, data, "val", num_points=1024, seed=seed),
+                      read_cma(data, "test", num_points=1024, seed=seed))}
+    n = _sizes(sets)
+    print(f"evaluation clouds (train/val/test): views {'/'.join(map(str, n['views']))} "
+          f"(one per object: {'/'.join(map(str, n['one_view']))}), fused {'/'.join(map(str, n['fused']))}; "
+          f"{ways}-way {shots}-shot support: {SUPPORT[support]}", file=sys.stderr)
     results = []
     for method in methods:
         cfg = load_config(None, f"{method}-tiny", (
@@ -169,7 +314,7 @@ def run_benchmark(out: Path, methods=METHODS, data: Path | None = None, per_cate
                "encoder": final.name, "encoder_params": sum(p.numel() for p in final.build(seed).parameters()),
                "pretrain_seconds": round(seconds, 1), "final_loss": final_loss,
                **{f"pretrained_{k}": v for k, v in pre.items()}, **{f"random_{k}": v for k, v in rand.items()},
-               "fewshot": f"{ways}-way {shots}-shot",
+               "fewshot": f"{ways}-way {shots}-shot", "fewshot_support": SUPPORT[support],
                "svm_views_difference_ci95": paired_bootstrap(pre_correct, rand_correct, objects, seed=seed),
                "random_svm_views_seeds": seeds_acc, "random_svm_views_seeds_mean": float(np.mean(seeds_acc)),
                "random_svm_views_seeds_std": float(np.std(seeds_acc)), "history": history}
@@ -186,7 +331,7 @@ def write_results(out: Path, results: list[dict], data: Path, command: str, sets
     import csv
 
     meta = {"command": command, "dataset": str(data), "torch": torch.__version__,
-            "evaluation": {k: [len(s) for s in v] for k, v in sets.items()}}  # one_view: train, val
+            "evaluation": _sizes(sets)}  # one_view: train, val
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     flat = [{k: " ".join(format(x, ".4f") for x in v) if isinstance(v, (list, tuple)) else v
              for k, v in r.items() if k != "history"} for r in results]
@@ -196,6 +341,11 @@ def write_results(out: Path, results: list[dict], data: Path, command: str, sets
         w.writerows(flat)
     (out / "results.md").write_text(markdown(results, meta))
     plot(results, out / "accuracy.png")
+
+
+def _sizes(sets: dict) -> dict:
+    """Samples of each evaluation set (0 for a missing val split)."""
+    return {k: [0 if s is None else len(s) for s in sets[k]] for k in ("views", "one_view", "fused")}
 
 
 def _pct(x: float) -> str:
@@ -238,6 +388,15 @@ def markdown(results: list[dict], meta: dict) -> str:
               "random init on the same test views, with a 95% paired bootstrap interval over test objects (2000 "
               "resamples). Random init, N seeds: the same architecture initialized with seeds seed..seed+N-1 "
               "(mean ± std)."]
+    notes = []
+    if results and results[0].get("fewshot_support"):
+        notes.append(f"Few-shot support: {results[0]['fewshot_support']}.")
+    rules = sorted({r[f"{k}_svm_views_C_chosen"] for r in results for k in ("pretrained", "random")
+                    if f"{k}_svm_views_C_chosen" in r})
+    if rules:
+        notes.append(f"C of the SVM on 1 view per object: {'; '.join(rules)} (C of each row: results.json).")
+    if notes:
+        lines += ["", " ".join(notes)]
     return "\n".join(lines) + "\n"
 
 

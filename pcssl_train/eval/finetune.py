@@ -1,12 +1,13 @@
 """Fine-tuning classification, the Point-MAE recipe (Pang et al. 2022, cfgs/finetune_modelnet.yaml).
 
-The pretrained encoder gets the downstream classifier of its architecture: ``point_transformer_cls``
-(a new cls token; feature = [cls ; max over tokens] -> 256-256 head with BN and dropout 0.5),
-``pointnet`` or ``dgcnn``. Everything trains end to end: AdamW (lr 5e-4, weight decay 0.05, none on
-norms, biases and tokens), linear warmup for 10 epochs then cosine over 300, batch 32, cross
-entropy (PointNet: plus 0.001 x its feature-transform regularizer), PointcloudScaleAndTranslate
-on the training clouds (per-axis scale in [2/3, 3/2], translation in [-0.2, 0.2]). Test-time voting: the logits of ``votes`` randomly scaled and
-translated copies of each test cloud are averaged (the first copy is the cloud itself).
+The pretrained encoder gets the downstream classifier of its architecture: ``point_transformer_cls`` (a new
+cls token; feature = [cls ; max over tokens] -> 256-256 head with BN and dropout 0.5), ``pointnet`` or
+``dgcnn``. Everything trains end to end: AdamW (lr 5e-4, weight decay 0.05, none on norms, biases and
+tokens), linear warmup for 10 epochs then cosine over 300 (shorter runs: see :func:`warmup_steps`), batch
+32, cross entropy (PointNet: plus 0.001 x its feature-transform regularizer), PointcloudScaleAndTranslate on
+the training clouds (per-axis scale in [2/3, 3/2], translation in [-0.2, 0.2]). Test-time voting: the logits
+of ``votes`` randomly scaled and translated copies of each test cloud are averaged (the first copy is the
+cloud itself).
 
 Reported: test accuracy at the last epoch, with and without voting; when a validation set is given,
 also the test accuracy at the epoch with the best validation accuracy. The test set never picks an
@@ -38,7 +39,7 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
-    warmup_epochs: int = 10
+    warmup_epochs: float = 10  # at most; min(10, epochs / 30): see warmup_steps
     min_lr: float = 1e-6
     drop_path: float = 0.1
     grad_clip: float = 10.0
@@ -48,6 +49,18 @@ class FinetuneConfig:
     votes: int = 10
     eval_every: int = 1
     seed: int = 0
+
+
+WARMUP_RATIO = 30  # Point-MAE's recipes: 10 warmup epochs of 300
+
+
+def warmup_steps(epochs: int, steps_per_epoch: int, warmup_epochs: float = 10) -> int:
+    """Optimizer steps of the linear warmup: ``min(warmup_epochs, epochs / 30)`` epochs, rounded to whole
+    steps. At the published 300 epochs that is the published 10; a shorter run keeps the same share of
+    warmup (1/30: 1 epoch of 30, a tenth of the first epoch of 3), so ``--epochs 3`` reaches the full
+    learning rate and decays from it instead of spending the whole run in warmup (a fixed 10 epochs
+    would). ``warmup_epochs`` is the cap (10 for fine-tuning and part segmentation)."""
+    return int(round(min(float(warmup_epochs), epochs / WARMUP_RATIO) * steps_per_epoch))
 
 
 def classifier(spec: EncoderSpec, num_classes: int, drop_path: float) -> torch.nn.Module:
@@ -117,7 +130,8 @@ def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val:
     batch = min(cfg.batch_size, len(train))
     steps = len(train) // batch
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    sched = make_scheduler(opt, cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.min_lr, 1e-6)
+    warmup = warmup_steps(cfg.epochs, steps, cfg.warmup_epochs)
+    sched = make_scheduler(opt, cfg.epochs * steps, warmup, cfg.min_lr, 1e-6)
     x_train = torch.from_numpy(normalize_clouds(train.points))
     y_train = torch.from_numpy(train.labels)
     x_test = torch.from_numpy(normalize_clouds(test.points))
@@ -158,7 +172,8 @@ def finetune_classifier(spec: EncoderSpec, train: PointSet, test: PointSet, val:
     bar.close()
     voted = float((predict(model, x_test, cfg, cfg.votes, device, cfg.seed + 1) == test.labels).mean())
     out = {"protocol": "finetune", "test_accuracy": history[-1]["test_accuracy"], "test_accuracy_vote": voted,
-           "votes": cfg.votes, "epochs": cfg.epochs, "history": history,
+           "votes": cfg.votes, "epochs": cfg.epochs, "warmup_epochs": round(warmup / max(1, steps), 3),
+           "history": history,
            "train_size": len(train), "test_size": len(test)}
     if best is not None:
         out.update(best_val_epoch=best["epoch"], val_accuracy=best["val_accuracy"],

@@ -18,12 +18,14 @@ Model (:class:`PartSegModel`), for an encoder of width ``w`` and depth ``d``:
   Conv1d(512, 256)-BN-ReLU-Conv1d(256, num_parts) -> logits (B, num_parts, N) (Point-MAE applies
   log_softmax + NLL, i.e. the cross entropy used here).
 
-Recipe (:func:`finetune_partseg`), as Point-MAE's ``segmentation/main.py``: AdamW (weight decay 0.05,
-none on norms, biases and tokens), lr 2e-4, 10 warmup epochs from 1e-6 then cosine to 1e-6, batch 16,
-300 epochs, gradient norm clipped at 10, clouds normalized to the unit sphere (centroid at the origin,
-largest norm 1), training augmentation: random scale in [0.8, 1.25] and shift in [-0.1, 0.1] per axis,
-one draw per shape (PointNet++'s ``random_scale_point_cloud`` / ``shift_point_cloud``), evaluation on
-the test set after every epoch with predictions restricted to the parts of the shape's category.
+Recipe (:func:`finetune_partseg`), as Point-MAE's ``segmentation/main.py``: AdamW (weight decay 0.05, none
+on norms, biases and tokens), lr 2e-4, 10 warmup epochs from 1e-6 then cosine to 1e-6, batch 16, 300 epochs
+(a shorter run warms up for 1/30 of its epochs, as 10 of 300: see
+:func:`~pcssl_train.eval.finetune.warmup_steps`), gradient norm clipped at 10, clouds normalized to the unit
+sphere (centroid at the origin, largest norm 1), training augmentation: random scale in [0.8, 1.25] and
+shift in [-0.1, 0.1] per axis, one draw per shape (PointNet++'s ``random_scale_point_cloud`` /
+``shift_point_cloud``), evaluation on the test set after every epoch with predictions restricted to the
+parts of the shape's category.
 
 Deliberate differences from Point-MAE:
 
@@ -53,6 +55,7 @@ from ..errors import TrainError
 from ..models.point_transformer import PointTransformerEncoder
 from ..models.registry import check_kwargs
 from ..ops import gather_points, knn
+from .finetune import warmup_steps
 from .pointset import PointSet
 
 ENCODER = "point_transformer"
@@ -283,18 +286,20 @@ def evaluate_partseg(model: PartSegModel, points: torch.Tensor, labels: torch.Te
 
 def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: PointSet, test: PointSet, *,
                      epochs: int = 300, batch_size: int = 16, lr: float = 2e-4, weight_decay: float = 0.05,
-                     warmup_epochs: int = 10, seed: int = 0, device="cpu", progress: bool | None = None,
+                     warmup_epochs: float = 10, seed: int = 0, device="cpu", progress: bool | None = None,
                      log: Callable[[dict], None] | None = None, eval_every: int = 1, min_lr: float = 1e-6,
                      warmup_lr: float = 1e-6, clip_grad: float | None = 10.0, augment: bool = True) -> dict:
     """Fine-tune a point transformer (``encoder_state`` weights, or a random init when None) for part
     segmentation on ``train`` and evaluate on ``test`` every ``eval_every`` epochs (and after the last).
 
-    ``encoder_cfg``: see :func:`encoder_config`. Returns ``instance_miou``, ``category_miou`` and
-    ``per_category`` of the last evaluation, ``best_instance_miou`` / ``best_category_miou`` over the
-    evaluations, and ``history``: one row per epoch {epoch (1-based), loss (mean training loss), lr,
-    instance_miou, category_miou} (the mIoUs None on epochs without evaluation); ``log(row)`` is
-    called with each row. ``progress``: None shows a bar only when stderr is a terminal, True always,
-    False never; when it is hidden, a line per epoch goes to stderr."""
+    ``encoder_cfg``: see :func:`encoder_config`. ``warmup_epochs`` caps the linear warmup, which lasts
+    ``min(warmup_epochs, epochs / 30)`` epochs (:func:`~pcssl_train.eval.finetune.warmup_steps`). Returns
+    ``instance_miou``, ``category_miou`` and ``per_category`` of the last evaluation, ``best_instance_miou`` /
+    ``best_category_miou`` over the evaluations, ``epochs``, ``warmup_epochs`` (the warmup used), and
+    ``history``: one row per epoch {epoch (1-based), loss (mean training loss), lr, instance_miou,
+    category_miou} (the mIoUs None on epochs without evaluation); ``log(row)`` is called with each row.
+    ``progress``: None shows a bar only when stderr is a terminal, True always, False never; when it is hidden,
+    a line per epoch goes to stderr."""
     cfg = encoder_config(encoder_cfg)
     _check_sets(train, test)
     if epochs < 1 or eval_every < 1:
@@ -325,7 +330,8 @@ def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: Point
 
     steps = len(train) // batch  # drop_last, as Point-MAE
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    scheduler = make_scheduler(optimizer, epochs * steps, warmup_epochs * steps, min_lr, warmup_lr)
+    warmup = warmup_steps(epochs, steps, warmup_epochs)  # min(warmup_epochs, epochs / 30) epochs
+    scheduler = make_scheduler(optimizer, epochs * steps, warmup, min_lr, warmup_lr)
     criterion = nn.CrossEntropyLoss()
 
     history: list[dict] = []
@@ -374,4 +380,5 @@ def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: Point
     bar.close()
     return {"instance_miou": metrics["instance_miou"], "category_miou": metrics["category_miou"],
             "best_instance_miou": best_inst, "best_category_miou": best_cat,
-            "per_category": metrics["per_category"], "history": history}
+            "per_category": metrics["per_category"], "epochs": epochs,
+            "warmup_epochs": round(warmup / max(1, steps), 3), "history": history}

@@ -1,0 +1,203 @@
+"""Every command of both CLIs with a table of bad inputs: each ends with exit code 2, one line on
+stderr, no traceback, and the watched folders unchanged (hashed before and after). Nothing here
+renders or trains: every case must fail before the work starts. Runs in-process (click's
+CliRunner), so the whole table takes seconds; new commands join the table when they are added."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cma_builder.cli import cli as cma_build
+from pcssl_train.cli import cli as pcssl_train
+from pcssl_train.engine.config import load_config
+from pcssl_train.engine.trainer import pretrain
+
+CLIS = {"cma-build": cma_build, "pcssl-train": pcssl_train}
+
+
+@pytest.fixture(scope="module")
+def world(rendered, synth_tree, tmp_path_factory):
+    """Placeholders of the table: real inputs (a dataset, a tree, a finished tiny run) and broken ones."""
+    root = tmp_path_factory.mktemp("bad")
+    run = root / "run"
+    pretrain(load_config("point-mae", "point-mae-tiny", ("optim.epochs=1", "train.tensorboard=false")), rendered, run,
+             progress=False)
+    trunc = root / "truncated-run"
+    shutil.copytree(run, trunc)
+    ckpt = trunc / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    (root / "file.txt").write_text("not what you want\n")
+    (root / "bad.yaml").write_text("optim: [unclosed\n")
+    (root / "list.yaml").write_text("- a\n- b\n")
+    (root / "folder").mkdir()
+    (root / "folder" / "something.txt").write_text("x")
+    (root / "poses.json").write_text("{not json")
+    return {"DS": str(rendered), "TREE": str(synth_tree), "RUN": str(run), "TRUNC": str(trunc),
+            "CKPT": str(run / "checkpoints" / "last.pt"), "TRUNC_CKPT": str(ckpt), "FILE": str(root / "file.txt"),
+            "BADYAML": str(root / "bad.yaml"), "LISTYAML": str(root / "list.yaml"), "DIR": str(root / "folder"),
+            "BADJSON": str(root / "poses.json"), "NOPE": str(root / "does-not-exist"), "OUT": str(root / "out"),
+            "_watch": [rendered, synth_tree, root]}
+
+
+B, P = "cma-build", "pcssl-train"
+CASES = [
+    # --- cma-build scan
+    (B, "scan --shapenet NOPE --out OUT/m.csv", "NOPE"),
+    (B, "scan --shapenet FILE --out OUT/m.csv", ""),
+    (B, "scan --shapenet DIR --out OUT/m.csv", ""),
+    (B, "scan --shapenet TREE --out OUT/m.csv --workers 0", "--workers"),
+    (B, "scan --shapenet TREE --out OUT/m.csv --workers -4", "--workers"),
+    (B, "scan --shapenet TREE --out OUT/m.csv --limit 0", "--limit"),
+    (B, "scan --shapenet TREE --out OUT/m.csv --categories notacategory", "notacategory"),
+    (B, "scan --shapenet TREE --out /proc/m.csv", "/proc/m.csv"),
+    (B, "scan --shapenet TREE --out DIR", ""),
+    # --- cma-build synth
+    (B, "synth --out FILE", ""),
+    (B, "synth --out OUT/t --per-category 0", "--per-category"),
+    (B, "synth --out OUT/t --categories notacategory", "notacategory"),
+    (B, "synth --out /proc/t", "/proc/t"),
+    # --- cma-build render (all fail before a worker starts)
+    (B, "render --shapenet NOPE --out OUT/d", "NOPE"),
+    (B, "render --shapenet TREE --out FILE", "is a file"),
+    (B, "render --shapenet TREE --out /proc/d", "/proc/d"),
+    (B, "render --shapenet TREE --out DIR", "not a cma-build dataset"),
+    (B, "render --shapenet TREE --out OUT/d --max-rss-mb 0", "--max-rss-mb"),
+    (B, "render --shapenet TREE --out OUT/d --views 0", "--views"),
+    (B, "render --shapenet TREE --out OUT/d --resolution 0", "--resolution"),
+    (B, "render --shapenet TREE --out OUT/d --samples 0", "--samples"),
+    (B, "render --shapenet TREE --out OUT/d --workers 0", "--workers"),
+    (B, "render --shapenet TREE --out OUT/d --shard-size 0", "--shard-size"),
+    (B, "render --shapenet TREE --out OUT/d --timeout 0", "--timeout"),
+    (B, "render --shapenet TREE --out OUT/d --fov 0", "--fov"),
+    (B, "render --shapenet TREE --out OUT/d --view-points 0", "--view-points"),
+    (B, "render --shapenet TREE --out OUT/d --elevations abc", "--elevations"),
+    (B, "render --shapenet TREE --out OUT/d --viewpoints file", "--viewpoint-file"),
+    (B, "render --shapenet TREE --out OUT/d --viewpoints file --viewpoint-file BADJSON", ""),
+    (B, "render --shapenet TREE --out OUT/d --config NOPE", ""),
+    (B, "render --shapenet TREE --out OUT/d --config BADYAML", ""),
+    (B, "render --shapenet TREE --out OUT/d --background nocolor", "nocolor"),
+    (B, "render --shapenet TREE --out OUT/d --categories notacategory", "notacategory"),
+    (B, "render --shapenet TREE --out OUT/d --split bogus", "bogus"),
+    (B, "render --shapenet TREE --out DS --views 3", "other settings"),
+    (B, "render --shapenet TREE --out OUT/d --num-shards 2 --shard-index 5", ""),
+    # --- cma-build validate / preview / stats / merge / export
+    (B, "validate NOPE", "NOPE"),
+    (B, "validate FILE", ""),
+    (B, "validate DIR", "not a cma-build dataset"),
+    (B, "validate DS --workers 0", "--workers"),
+    (B, "validate DS --report /proc/x.json", "/proc/x.json"),
+    (B, "validate DS --threshold bogus=1", "bogus"),
+    (B, "validate DS --threshold images.saturated=abc", "abc"),
+    (B, "validate DS --sample 0", "--sample"),
+    (B, "validate DS --shapenet NOPE", "NOPE"),
+    (B, "preview NOPE --out OUT/p", "NOPE"),
+    (B, "preview DS --out FILE", ""),
+    (B, "preview DS --out OUT/p --n 0", "--n"),
+    (B, "preview DS --out OUT/p --max-views 0", "--max-views"),
+    (B, "preview DS --out OUT/p --objects nosuch/object", "nosuch"),
+    (B, "stats NOPE", "NOPE"),
+    (B, "stats DIR", "not a cma-build dataset"),
+    (B, "stats DS --json /proc/x.json", "/proc/x.json"),
+    (B, "merge NOPE", "NOPE"),
+    (B, "merge DIR", "not a cma-build dataset"),
+    (B, "export DS --format ply --out FILE", "is a file"),
+    (B, "export DS --format ply --out DIR", "not a cma-build export"),
+    (B, "export DS --format ply --out /proc/x", "/proc/x"),
+    (B, "export NOPE --format ply --out OUT/e", "NOPE"),
+    (B, "export DS --format ply --out OUT/e --limit 0", "--limit"),
+    (B, "export DS --format ply --out OUT/e --points 10", "--points"),
+    (B, "export DS --format nerf --out OUT/e --depth-scale -1", "--depth-scale"),
+    (B, "export DS --format shapenet55 --out OUT/e --points 100000", "--points"),
+    (B, "export DS --format bogus --out OUT/e", "bogus"),
+    # --- pcssl-train pretrain
+    (P, "pretrain -c point-mae-tiny -d NOPE -o OUT/r", "NOPE"),
+    (P, "pretrain -c point-mae-tiny -d DIR -o OUT/r", ""),
+    (P, "pretrain -c point-mae-tiny -d FILE -o OUT/r", ""),
+    (P, "pretrain -c no-such-config -d DS -o OUT/r", "no-such-config"),
+    (P, "pretrain -c BADYAML -d DS -o OUT/r", ""),
+    (P, "pretrain -c LISTYAML -d DS -o OUT/r", ""),
+    (P, "pretrain -m bogus -d DS -o OUT/r", "bogus"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set optim.lr=abc", "optim.lr"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set optim.batch_size=0", "optim.batch_size"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set optim.epochs=-1", "optim.epochs"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set optim.lrr=1", "optim.lrr"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set model.width=5", "not divisible"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set noequals", "noequals"),
+    (P, "pretrain -c point-mae-tiny -d DS -o /proc/run", "/proc/run"),
+    (P, "pretrain -c point-mae-tiny -d DS -o FILE", ""),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --init NOPE", "NOPE"),
+    (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --init FILE", ""),
+    (P, "pretrain -c point-mae-tiny -d DS -o TRUNC --set optim.epochs=1 --set train.tensorboard=false", ""),
+    # --- pcssl-train export
+    (P, "export RUN -o /proc/x.pt", "/proc/x.pt"),
+    (P, "export TRUNC -o OUT/x.pt", ""),
+    (P, "export NOPE -o OUT/x.pt", "NOPE"),
+    (P, "export FILE -o OUT/x.pt", ""),
+    (P, "export RUN -o OUT/x.pt --format bogus", "bogus"),
+    # --- pcssl-train eval
+    (P, "eval RUN -p svm -b cma -r DS -o /proc/e.json", "/proc/e.json"),
+    (P, "eval NOPE -p svm -b cma -r DS", "NOPE"),
+    (P, "eval FILE -p svm -b cma -r DS", ""),
+    (P, "eval TRUNC_CKPT -p svm -b cma -r DS", ""),
+    (P, "eval RUN -p svm -b modelnet40 -r NOPE", "NOPE"),
+    (P, "eval RUN -p svm -b cma -r DIR", ""),
+    (P, "eval RUN -p bogus -b cma -r DS", "bogus"),
+    (P, "eval RUN -p fewshot -b cma -r DS --ways 0", "--ways"),
+    (P, "eval RUN -p fewshot -b cma -r DS --shots 0", "--shots"),
+    (P, "eval RUN -p fewshot -b cma -r DS --trials 0", "--trials"),
+    (P, "eval RUN -p finetune -b cma -r DS --epochs 0", "--epochs"),
+    (P, "eval RUN -p finetune -b cma -r DS --batch-size 0", "--batch-size"),
+    (P, "eval RUN -p svm -b cma -r DS --points 0", "--points"),
+    # --- pcssl-train benchmark
+    (P, "benchmark -d DS -o /proc/bm", "/proc/bm"),
+    (P, "benchmark -d NOPE -o OUT/bm", "NOPE"),
+    (P, "benchmark -d DS -o OUT/bm --epochs 0", "--epochs"),
+    (P, "benchmark -d DS -o OUT/bm --ways 0", "--ways"),
+    (P, "benchmark -d DS -o OUT/bm --shots 0", "--shots"),
+    (P, "benchmark -d DS -o OUT/bm --methods bogus", "bogus"),
+    (P, "benchmark -d DS -o OUT/bm --ways 40", "--ways"),
+]
+
+
+def tree_hash(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for base in paths:
+        for p in sorted(Path(base).rglob("*")):
+            h.update(str(p).encode())
+            if p.is_file() and not p.name.startswith(".lock"):
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 60
+    assert len({(cli, args) for cli, args, _ in CASES}) == len(CASES)
+    commands = {(cli, args.split()[0]) for cli, args, _ in CASES}
+    for name, group in CLIS.items():  # every command of both CLIs is in the table
+        assert {(name, c) for c in group.commands} <= commands | {(B, "synth"), (P, "env")}
+
+
+@pytest.mark.parametrize("cli, args, expect", CASES, ids=[f"{c} {a}" for c, a, _ in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(cli, args, expect, world, tmp_path):
+    out = Path(world["OUT"])  # an empty folder for outputs: bad input writes nothing into it
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    words = [world.get(w, w) for w in args.split()]
+    words = [w.replace("OUT/", world["OUT"] + "/") for w in words]
+    before = tree_hash(world["_watch"])
+    result = CliRunner().invoke(CLIS[cli], words, env={"COLUMNS": "200"}, catch_exceptions=True)
+    err = result.stderr.strip()
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{cli} {args}: {type(result.exception).__name__}: {result.exception}")
+    assert result.exit_code == 2, f"{cli} {args}: exit {result.exit_code}\n{result.stdout}\n{err}"
+    assert len(err.splitlines()) == 1, f"{cli} {args}: not one line:\n{err}"
+    assert err.startswith("Error: ") and "Traceback" not in err
+    assert expect.replace("NOPE", world["NOPE"]) in err, f"{cli} {args}: {err}"
+    assert tree_hash(world["_watch"]) == before, f"{cli} {args} changed files"
+    assert not any(out.iterdir()), f"{cli} {args} wrote into {out}"
