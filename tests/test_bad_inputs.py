@@ -130,6 +130,7 @@ CASES = [
     (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set model.width=5", "not divisible"),
     (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --set noequals", "noequals"),
     (P, "pretrain -c point-mae-tiny -d DS -o /proc/run", "/proc/run"),
+    (P, "pretrain -c point-mae-tiny -d DS -o /sys/run", "/sys/run"),  # unwritable even for root (read-only stand-in)
     (P, "pretrain -c point-mae-tiny -d DS -o FILE", ""),
     (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --init NOPE", "NOPE"),
     (P, "pretrain -c point-mae-tiny -d DS -o OUT/r --init FILE", ""),
