@@ -73,9 +73,9 @@ def test_view_count_mismatch_is_a_clear_error(rendered, tmp_path):
     batch = {"points": torch.rand(4, 128, 3), "rgb": torch.rand(4, 3, 3, 64, 64)}
     with pytest.raises(ValueError, match="has 4 view levels but the batch has 3 views .*set data.views and model.views"):
         method(batch)
-    cfg = load_config("mm-point", "mm-point-tiny", ("model.views=3", "train.tensorboard=false"))
-    with pytest.raises(TrainError, match="set data.views and model.views alike"):   # one line in the CLI too
-        pretrain(cfg, rendered, tmp_path / "run", progress=False)
+    with pytest.raises(TrainError, match=r"model.views \(3\) and data.views \(4\) must be equal"):  # before any work
+        load_config("mm-point", "mm-point-tiny", ("model.views=3", "train.tensorboard=false"))
+    assert not (tmp_path / "run").exists()
 
 
 # --- export ----------------------------------------------------------------------------------------
