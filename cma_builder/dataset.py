@@ -259,8 +259,7 @@ class Dataset:
         return State(records, shards)
 
     def shard_names(self) -> list[str]:
-        shard_dir = self.root / "shards"
-        return sorted(p.name for p in shard_dir.iterdir() if (p / "zarr.json").is_file()) if shard_dir.is_dir() else []
+        return shard_names(self.root)
 
     # --- writing --------------------------------------------------------------------------
     def append_log(self, records: list[dict]) -> None:
@@ -322,6 +321,12 @@ class Dataset:
             with _flock(self.root / ".lock-index", fcntl.LOCK_EX):
                 return write_index(self.root, self.state())
         return write_index(self.root, state)
+
+
+def shard_names(root: Path) -> list[str]:
+    """The committed shards of the dataset at ``root`` (folders of ``shards/`` holding a zarr.json), sorted."""
+    shard_dir = root / "shards"
+    return sorted(p.name for p in shard_dir.iterdir() if (p / "zarr.json").is_file()) if shard_dir.is_dir() else []
 
 
 def consolidate(group: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .dataset import FORMAT, INDEX_COLUMNS, Dataset
+from .dataset import FORMAT, INDEX_COLUMNS, Dataset, shard_names
 from .errors import CmaError
 from .settings import RenderSettings
 
@@ -75,8 +75,7 @@ class DatasetReader:
         return [ref(r) for r in rows if r["status"] == "done"]
 
     def shard_names(self) -> list[str]:
-        shard_dir = self.root / "shards"
-        return sorted(p.name for p in shard_dir.iterdir() if (p / "zarr.json").is_file()) if shard_dir.is_dir() else []
+        return shard_names(self.root)
 
     # --- arrays -------------------------------------------------------------------------
     def shard(self, name: str) -> zarr.Group:

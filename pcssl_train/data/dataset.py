@@ -266,6 +266,10 @@ class CmaDataset(torch.utils.data.Dataset):
             return arr.read(obj.row, view)
         return arr[obj.row] if view is None else arr[obj.row, view]
 
+    def view_point_counts(self, j: int) -> np.ndarray:
+        """(V,) number of points each view of object j back-projected (``view_point_count``)."""
+        return self._small("view_point_count", j)
+
     def _small(self, name: str, j: int) -> np.ndarray:
         """Like _read for the small SMALL_ARRAYS, cached whole per shard for the process."""
         obj = self.objects[j]

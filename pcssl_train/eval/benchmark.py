@@ -74,13 +74,13 @@ def view_clouds(root: Path, split: str, num_points: int = 256, seed: int = 0) ->
     about +y by an angle from ``default_rng([seed, object, view])``."""
     first = CmaDataset(root, kind="view", split=split, num_points=num_points, sampling="fps", normalize=False,
                        image=False, view_choice=0)
-    views = len(first._small("view_point_count", 0))
+    views = len(first.view_point_counts(0))
     points, labels, ids = [], [], []
     for v in range(views):
         ds = first if v == 0 else CmaDataset(root, kind="view", split=split, num_points=num_points, sampling="fps",
                                              normalize=False, image=False, view_choice=v)
         for i in range(len(ds)):
-            if int(ds._small("view_point_count", i)[v]) < 16:
+            if int(ds.view_point_counts(i)[v]) < 16:
                 continue
             angle = np.random.default_rng([seed, i, v]).uniform(0, 2 * np.pi)
             c, s = np.cos(angle), np.sin(angle)
@@ -125,7 +125,7 @@ def split_counts(data: Path) -> dict:
             raise
         names = ds.category_names or ds.label_names
         for i in range(len(ds)):
-            n = int((ds._small("view_point_count", i) >= MIN_VIEW_POINTS).sum())
+            n = int((ds.view_point_counts(i) >= MIN_VIEW_POINTS).sum())
             name = names[ds.labels[i]] if 0 <= ds.labels[i] < len(names) else str(ds.labels[i])
             if n:
                 _count(counts, f"{split}_views", name, n)
