@@ -204,6 +204,7 @@ class RayPool:
         s.task = s.ref = None
         s.count += 1
         on_outcome(Outcome(task, msg["status"], arrays=msg.get("arrays"), error=msg.get("error", ""),
+                           traceback=msg.get("traceback", ""),
                            warnings=msg.get("warnings", []), timings=msg.get("timings", {}),
                            worker=f"{s.name} ({s.where})", rss_mb=msg.get("rss_mb", 0.0)))
         if s.count >= self.options.recycle_after or msg.get("rss_mb", 0.0) > self.options.max_rss_mb:

@@ -160,6 +160,8 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
                 summary.timings["write"] += time.perf_counter() - t
         else:
             rec = dict(record, status="failed", error=o.error, finished_at=_now())
+            if o.traceback:
+                rec["traceback"] = o.traceback  # in log/<run>.jsonl only; index.csv keeps its columns
             ds.append_log([rec])
             finish(rec)
 

@@ -34,6 +34,7 @@ class Outcome:
     status: str  # done | failed
     arrays: dict | None = None
     error: str = ""
+    traceback: str = ""  # the worker's Python traceback when the object raised (kept in the run log)
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     worker: str = ""
@@ -243,6 +244,7 @@ class WorkerPool:
         w.count += 1
         w.rss_mb = msg.get("rss_mb", 0.0)
         on_outcome(Outcome(task, msg["status"], arrays=msg.get("arrays"), error=msg.get("error", ""),
+                           traceback=msg.get("traceback", ""),
                            warnings=msg.get("warnings", []), timings=msg.get("timings", {}),
                            worker=f"{w.name} (pid {w.proc.pid})", rss_mb=w.rss_mb))
         if w.count >= self.options.recycle_after or w.rss_mb > self.options.max_rss_mb:

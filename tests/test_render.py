@@ -247,6 +247,11 @@ def test_broken_objects_are_recorded_and_the_rest_finish(tree_copy, tmp_path):
     broken = {ids["02691156"][0], ids["03001627"][0], crasher, hanger}
     assert all(r["status"] == "done" for mid, r in rows.items() if mid not in broken)
     assert "8 rendered, 3 failed, 1 skipped" in proc.stdout
+    # The worker's traceback of an object that raised reaches the run log (index.csv keeps its columns).
+    logged = [json.loads(line) for f in (out / "log").glob("*.jsonl") for line in f.read_text().splitlines()]
+    raised = [r for r in logged if r["model_id"] == ids["03001627"][0] and r["status"] == "failed"]
+    assert raised and raised[-1]["traceback"].startswith("Traceback") and "single point" in raised[-1]["traceback"]
+    assert "traceback" not in rows[ids["03001627"][0]]
     # stats groups the failures by reason; validate checks the rendered ones and ignores the rest.
     stats = run_cli("cma-build", "stats", str(out)).stdout
     for reason in ("failed: worker died with signal SIGSEGV while rendering", "failed: timed out after 20 s",
