@@ -14,11 +14,12 @@ DEMO_PREVIEW ?= 8
 DEMO_RENDER_ARGS ?= --resolution 96 --views 6 --samples 16 --view-points 1024 --fused-points 4096
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps python-deps test demo clean FORCE
+.PHONY: help install system-deps python-deps test test-fast demo clean FORCE
 
 help:
 	@echo "make demo     synthesize the mini-ShapeNet, scan, render, validate and preview it (sets itself up)"
 	@echo "make test     install, then run the test suite"
+	@echo "make test-fast  the tests that start no process (no Blender, no subprocess): about a minute"
 	@echo "make install  create $(VENV) and install the toolkit into it"
 	@echo "make clean    remove $(VENV) and out/"
 
@@ -64,13 +65,17 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The quick developer loop: tests/conftest.py marks every test that starts a process.
+test-fast: install
+	$(BIN)/python -m pytest -m "not process and not slow" $(PYTEST_ARGS)
+
 # Rewritten only when the demo parameters change, so the tree below is rebuilt only then.
 $(DEMO)/.synth-params: FORCE
 	@mkdir -p $(DEMO)
 	@echo "$(DEMO_PER_CATEGORY) $(DEMO_SEED)" | cmp -s - $@ || echo "$(DEMO_PER_CATEGORY) $(DEMO_SEED)" > $@
 
 # A new tree makes the dataset rendered from the old one stale, so it goes too.
-$(DEMO_TREE)/taxonomy.json: $(STAMP) $(wildcard cma_builder/synth/*.py) $(DEMO)/.synth-params
+$(DEMO_TREE)/taxonomy.json: $(STAMP) $(wildcard cma_builder/source/synth/*.py) $(DEMO)/.synth-params
 	rm -rf $(DEMO)/dataset
 	$(BIN)/cma-build synth --out $(DEMO_TREE) --per-category $(DEMO_PER_CATEGORY) --seed $(DEMO_SEED)
 

@@ -7,10 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from cma_builder.cameras import camera_rig
-from cma_builder.geometry import bounding_sphere
-from cma_builder.settings import RenderSettings, default_workers
-from cma_builder.synth import synthesize
+from cma_builder.geometry.cameras import camera_rig
+from cma_builder.geometry.visibility import bounding_sphere
+from cma_builder.render.settings import RenderSettings, default_workers
+from cma_builder.source.synth import synthesize
 
 
 def work_dir(prefix: str) -> Path:

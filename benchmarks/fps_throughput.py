@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cma_builder.cameras import ViewpointSpec, camera_rig
-from cma_builder.fps import farthest_point_sampling, farthest_point_sampling_dense
-from cma_builder.geometry import backproject
+from cma_builder.geometry.cameras import ViewpointSpec, camera_rig
+from cma_builder.geometry.fps import farthest_point_sampling, farthest_point_sampling_dense
+from cma_builder.geometry.visibility import backproject
 
 
 def sphere_views(resolution: int, views: int, radius: float = 0.8):
@@ -41,7 +41,7 @@ def sphere_views(resolution: int, views: int, radius: float = 0.8):
 def objects(args) -> list[tuple]:
     if args.dataset is None:
         return [sphere_views(args.resolution, args.views)] * args.objects
-    from cma_builder.reader import DatasetReader
+    from cma_builder.format.reader import DatasetReader
 
     reader = DatasetReader.open(args.dataset)
     return [tuple(reader.load(o, ["depth", "mask", "K", "world_to_cam"]).values())

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cma_builder.checks import object_values
-from cma_builder.exposure import SATURATED_LEVEL
-from cma_builder.geometry import depth_test_visibility, in_image, project_all, segment_visibility
-from cma_builder.raycast import MeshRaycaster
-from cma_builder.reader import DatasetReader
-from cma_builder.shapenet import MODEL_OBJ
+from cma_builder.checks.rules import object_values
+from cma_builder.render.exposure import SATURATED_LEVEL
+from cma_builder.geometry.visibility import depth_test_visibility, in_image, project_all, segment_visibility
+from cma_builder.geometry.raycast import MeshRaycaster
+from cma_builder.format.reader import DatasetReader
+from cma_builder.source.shapenet import MODEL_OBJ
 
 MIN_FOREGROUND = 200  # views with fewer foreground pixels are not judged on their std
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from _common import render_parser, source_tree, work_dir
-from cma_builder.cameras import ViewpointSpec
-from cma_builder.render import render
-from cma_builder.settings import RenderOptions, RenderSettings, threads_per_worker
+from cma_builder.geometry.cameras import ViewpointSpec
+from cma_builder.render.driver import render
+from cma_builder.render.settings import RenderOptions, RenderSettings, threads_per_worker
 
 STAGES = ("render", "setup", "decode", "raycast", "backproject", "write")
 

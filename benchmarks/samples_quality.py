@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from _common import frame, source_tree, work_dir
-from cma_builder.cameras import ViewpointSpec
-from cma_builder.scan import select_models
-from cma_builder.settings import RenderSettings
-from cma_builder.shapenet import ShapeNetTree
+from cma_builder.geometry.cameras import ViewpointSpec
+from cma_builder.source.scan import select_models
+from cma_builder.render.settings import RenderSettings
+from cma_builder.source.shapenet import ShapeNetTree
 
 SAMPLES = (1, 4, 8, 16, 32, 64, 128)
 REFERENCE = 512

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cma_builder.scan import PARALLEL_MIN_MODELS, scan, select_models
-from cma_builder.shapenet import ShapeNetTree
-from cma_builder.synth import synthesize
+from cma_builder.source.scan import PARALLEL_MIN_MODELS, scan, select_models
+from cma_builder.source.shapenet import ShapeNetTree
+from cma_builder.source.synth import synthesize
 
 
 def naive_check(obj: Path) -> tuple[int, int, bool]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cma_builder.validate import validate
+from cma_builder.checks.validate import validate
 
 
 def timed(dataset: str, shapenet: str | None, workers: int, repeat: int) -> tuple[float, int]:

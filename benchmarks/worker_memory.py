@@ -14,9 +14,9 @@ from collections import defaultdict
 import numpy as np
 
 from _common import render_parser, source_tree, work_dir
-from cma_builder.cameras import ViewpointSpec
-from cma_builder.render import render
-from cma_builder.settings import RenderOptions, RenderSettings, threads_per_worker
+from cma_builder.geometry.cameras import ViewpointSpec
+from cma_builder.render.driver import render
+from cma_builder.render.settings import RenderOptions, RenderSettings, threads_per_worker
 
 
 def main() -> None:

@@ -12,7 +12,7 @@
   removed here keeping the first in file order, and only then is the mesh validated.
 - The OBJ's own vertex normals are discarded and recomputed (smooth, split at 30 degrees).
 - Missing or unreadable textures are unlinked and replaced by a neutral gray, with a warning.
-- Light rig and exposure: cma_builder.exposure (the RGB is tone-mapped and composited there).
+- Light rig and exposure: cma_builder.render.exposure (the RGB is tone-mapped and composited there).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 
 from blender_scripts.exr import read_exr
 from cma_builder import faults
-from cma_builder.cameras import blender_matrix_world
-from cma_builder.exposure import AMBIENT, FILL_SUN, KEY_SUN, SUN_ANGLE_DEG, composite
-from cma_builder.settings import RenderSettings
+from cma_builder.geometry.cameras import blender_matrix_world
+from cma_builder.render.exposure import AMBIENT, FILL_SUN, KEY_SUN, SUN_ANGLE_DEG, composite
+from cma_builder.render.settings import RenderSettings
 
 NEUTRAL_GRAY = (0.6, 0.6, 0.6, 1.0)
 BACKGROUND_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing

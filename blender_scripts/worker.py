@@ -1,6 +1,6 @@
 """A persistent render worker: imports bpy once and renders objects sent by the driver.
 
-Started by cma_builder.workers as ``python -m blender_scripts.worker --fd-in R --fd-out W``;
+Started by cma_builder.render.pool as ``python -m blender_scripts.worker --fd-in R --fd-out W``;
 stdout/stderr (Blender's own chatter) go to a per-worker log file. Protocol over the two
 pipes (multiprocessing.connection framing): first message from the driver is the setup
 dict; the worker answers {"type": "ready"}; then each task dict is answered with
@@ -19,11 +19,11 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from cma_builder import faults
-from cma_builder.cameras import blender_matrix_world, camera_rig
-from cma_builder.geometry import bounding_sphere
-from cma_builder.pointmaps import point_maps
-from cma_builder.raycast import MeshRaycaster
-from cma_builder.settings import RenderSettings
+from cma_builder.geometry.cameras import blender_matrix_world, camera_rig
+from cma_builder.geometry.visibility import bounding_sphere
+from cma_builder.geometry.pointmaps import point_maps
+from cma_builder.geometry.raycast import MeshRaycaster
+from cma_builder.render.settings import RenderSettings
 
 
 def rss_mb() -> float:

@@ -1,3 +1,3 @@
-from .cli import main
+from cma_builder.cli import main
 
 main()

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CmaError
+from cma_builder.errors import CmaError
 
 
 def current_umask() -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .atomic import check_output_dir, check_output_file
-from .errors import CmaError
+from cma_builder.atomic import check_output_dir, check_output_file
+from cma_builder.errors import CmaError
 
 
 class _Group(click.Group):
@@ -147,7 +147,7 @@ def scan(shapenet: Path, out: Path, categories: str | None, limit: int | None, w
       cma-build scan --shapenet ~/data/ShapeNetCore.v2 --out manifest.csv
       cma-build scan --shapenet ~/data/ShapeNetCore.v2 --categories chair,04379243 --limit 100
     """
-    from .scan import scan as run_scan, summary_lines
+    from cma_builder.source.scan import scan as run_scan, summary_lines
 
     _check_workers(workers)
     result = run_scan(shapenet, out, _split_list(categories), limit, workers)
@@ -174,12 +174,12 @@ def synth(out: Path, per_category: int, seed: int, categories: str | None) -> No
     Example:
       cma-build synth --out out/mini-shapenet --per-category 8 --seed 0
     """
-    from .extras import require
+    from cma_builder.extras import require
 
     require("render", "cma-build synth", ("imageio",))
     check_output_dir(out, "--out")
-    from .synth import CATEGORY_IDS, synthesize
-    from .taxonomy import Taxonomy
+    from cma_builder.source.synth import CATEGORY_IDS, synthesize
+    from cma_builder.source.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.bundled()
     wanted = _split_list(categories)
@@ -297,15 +297,15 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     """
     import os
 
-    from .extras import require
+    from cma_builder.extras import require
 
     require("render", "cma-build render")
     if executor == "ray":
         require("ray", "cma-build render --executor ray")
-    from .cameras import ViewpointSpec, load_pose_file
-    from .parts import resolve_part
-    from .render import render as run_render, summary_lines
-    from .settings import RenderOptions, RenderSettings, default_workers, parse_color, threads_per_worker
+    from cma_builder.geometry.cameras import ViewpointSpec, load_pose_file
+    from cma_builder.render.slices import resolve_part
+    from cma_builder.render.driver import render as run_render, summary_lines
+    from cma_builder.render.settings import RenderOptions, RenderSettings, default_workers, parse_color, threads_per_worker
 
     try:
         elev = tuple(float(e) for e in str(elevations).split(",") if e.strip())
@@ -343,7 +343,7 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
 
 def _list_checks(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        from .validate import check_list_lines
+        from cma_builder.checks.validate import check_list_lines
 
         click.echo("\n".join(check_list_lines()))
         ctx.exit(0)
@@ -381,8 +381,8 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
       cma-build validate shapenet-cma --shapenet ~/data/ShapeNetCore.v2 --sample 500
       cma-build validate out/demo/dataset --threshold images.saturated=0.01 --report report.json
     """
-    from .extras import require
-    from .validate import parse_thresholds, summary_lines, validate as run_validate, write_report
+    from cma_builder.extras import require
+    from cma_builder.checks.validate import parse_thresholds, summary_lines, validate as run_validate, write_report
 
     if shapenet is not None:
         require("validate", "cma-build validate --shapenet")
@@ -391,7 +391,7 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
     if report is not None:
         check_output_file(report, "--report", "report.json")
     else:  # the default, DATASET/validation.json: name the dataset's problems first
-        from .reader import DatasetReader
+        from cma_builder.format.reader import DatasetReader
 
         default = DatasetReader.open(dataset).root / "validation.json"
         try:
@@ -433,7 +433,7 @@ def preview(dataset: Path, out: Path, ids: tuple[str, ...], n: int, seed: int, m
       cma-build preview shapenet-cma --n 16 --out previews
       cma-build preview out/demo/dataset --objects 37bc1e68a1cf27757033fbd531016542 --out previews
     """
-    from .preview import preview as run_preview
+    from cma_builder.checks.preview import preview as run_preview
 
     wanted = [i for item in ids for i in _split_list(item) or []]
     paths = run_preview(dataset, out, wanted or None, n=n, seed=seed, max_views=max_views)
@@ -456,7 +456,7 @@ def stats(dataset: Path, json_out: Path | None) -> None:
       cma-build stats shapenet-cma
       cma-build stats out/demo/dataset --json stats.json
     """
-    from .stats import stats as run_stats, summary_lines, write_json
+    from cma_builder.checks.stats import stats as run_stats, summary_lines, write_json
 
     if json_out is not None:
         check_output_file(json_out, "--json", "stats.json")
@@ -498,7 +498,7 @@ def export(dataset: Path, fmt: str, out: Path, splits: str | None, categories: s
       cma-build export shapenet-cma --format nerf --out scenes --categories chair --limit 10
       cma-build export out/demo/dataset --format ply --out clouds --per-view
     """
-    from .exporters import export as run_export, problem_lines, summary_lines
+    from cma_builder.exporters import export as run_export, problem_lines, summary_lines
 
     given = {"points": points, "per_view": per_view or None, "depth_scale": depth_scale}
     for key, value in given.items():
@@ -532,9 +532,9 @@ def merge(dataset: Path) -> None:
     """
     from collections import Counter
 
-    from .dataset import Dataset, add_dimension_names
-    from .reader import DatasetReader
-    from .settings import RenderSettings
+    from cma_builder.format.writer import Dataset, add_dimension_names
+    from cma_builder.format.reader import DatasetReader
+    from cma_builder.render.settings import RenderSettings
 
     reader = DatasetReader.open(dataset)
     ds = Dataset(reader.root, RenderSettings.from_dict(reader.attrs["settings"]))

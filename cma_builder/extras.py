@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .errors import CmaError
+from cma_builder.errors import CmaError
 
 EXTRAS = {"render": ("bpy", "numba", "open3d", "imageio"), "validate": ("open3d",), "ray": ("ray",),
           "train": ("torch", "sklearn", "h5py")}

@@ -325,7 +325,7 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
         if not data.exists():
             raise TrainError(f"--data {data}: no such dataset folder")
         _dataset_folder(data)
-        from cma_builder.reader import DatasetReader
+        from cma_builder.format.reader import DatasetReader
 
         DatasetReader.open(data)   # a folder that is not a cma-build dataset: one line, before any work
     check_output_dir(out)          # before the mini-ShapeNet is rendered and the methods trained

@@ -4,7 +4,9 @@ sample, CLI runner."""
 from __future__ import annotations
 
 import csv
+import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from cma_builder.synth import synthesize
+from cma_builder.source.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SHAPENET = Path(os.environ.get("CMA_REAL_SHAPENET", REPO.parent / "shared" / "data" / "shapenet-real"))
@@ -87,3 +89,65 @@ def rendered(synth_tree, tmp_path_factory):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8 rendered, 0 failed" in proc.stdout
     return out
+
+
+# --- test tiers ---------------------------------------------------------------------------------
+# Every test that starts a process is marked, so `make test-fast` (-m "not process") is a quick loop:
+#   process: starts any process (Blender render workers, a console script, torchrun, a Ray cluster)
+#   blender: starts Blender render workers (a subset of process)
+#   ddp:     starts a multi-process torch.distributed run (a subset of process)
+# The marks are found from the source of the test, of the fixtures it uses and of the helpers of
+# its module they call (to any depth), so a new test is marked without anyone remembering to.
+_SPAWNS = {
+    "blender": re.compile(r"\brender\(|cma-build\b.*\brender\b|WorkerPool\("),
+    "ddp": re.compile(r"torchrun|nproc|gloo"),
+    "process": re.compile(r"\bsubprocess\.|\brun_cli\(|\brender\(|Popen\(|WorkerPool\(|ray\.init\(|torchrun"),
+}
+
+
+def _module_helpers(module) -> dict[str, str]:
+    helpers = {}
+    for name, obj in vars(module).items():
+        if inspect.isfunction(obj) and not name.startswith("test_"):
+            try:
+                helpers[name] = inspect.getsource(obj)
+            except (OSError, TypeError):
+                pass
+    return helpers
+
+
+def _expanded_source(sources: list[str], helpers: dict[str, str]) -> str:
+    """The given sources plus every module helper they call, transitively."""
+    seen, todo, out = set(), list(sources), []
+    while todo:
+        src = todo.pop()
+        out.append(src)
+        for name, body in helpers.items():
+            if name not in seen and re.search(rf"\b{re.escape(name)}\(", src):
+                seen.add(name)
+                todo.append(body)
+    return "\n".join(out)
+
+
+def pytest_collection_modifyitems(config, items):
+    helper_cache: dict[str, dict[str, str]] = {}
+    for item in items:
+        fn = getattr(item, "function", None)
+        if fn is None:
+            continue
+        module = inspect.getmodule(fn)
+        helpers = helper_cache.setdefault(module.__name__, {**_module_helpers(sys.modules[__name__]),
+                                                           **_module_helpers(module)})
+        sources = [inspect.getsource(fn)]
+        for defs in item._fixtureinfo.name2fixturedefs.values():
+            for fixture in defs:
+                if getattr(fixture.func, "__module__", "").startswith(("_pytest", "pytest")):
+                    continue
+                try:
+                    sources.append(inspect.getsource(fixture.func))
+                except (OSError, TypeError):
+                    pass
+        text = _expanded_source(sources, helpers)
+        for mark, pattern in _SPAWNS.items():
+            if pattern.search(text):
+                item.add_marker(mark)

@@ -1,10 +1,10 @@
-"""The light rig, tone curve and compositing of cma_builder.exposure (no Blender; the rendered
+"""The light rig, tone curve and compositing of cma_builder.render.exposure (no Blender; the rendered
 values are checked in test_fidelity.py)."""
 
 import numpy as np
 import pytest
 
-from cma_builder.exposure import (AMBIENT, FILL_SUN, KEY_SUN, TONE_KNEE, composite, diffuse_bound, diffuse_peak,
+from cma_builder.render.exposure import (AMBIENT, FILL_SUN, KEY_SUN, TONE_KNEE, composite, diffuse_bound, diffuse_peak,
                                   diffuse_radiance, srgb_decode, srgb_encode, to_uint8, tone_map, unit)
 
 

@@ -70,7 +70,7 @@ def test_each_fault_is_recorded_and_every_other_object_finishes(tree_copy, tmp_p
 
 
 def test_crash_detail_takes_the_error_from_a_blender_5_log():
-    from cma_builder.workers import crash_detail, log_lines
+    from cma_builder.render.pool import crash_detail, log_lines
 
     log = """Read prefs: "/root/.config/blender/5.0/config/userpref.blend"
 OBJ import of 'model_normalized.obj' took 2.02 ms

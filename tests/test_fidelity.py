@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cma_builder.checks import _dilate
-from cma_builder.exposure import SATURATED_LEVEL, diffuse_radiance, to_uint8
-from cma_builder.geometry import depth_test_visibility, in_image, project_all
-from cma_builder.scratch import scratch_parent
+from cma_builder.checks.rules import _dilate
+from cma_builder.render.exposure import SATURATED_LEVEL, diffuse_radiance, to_uint8
+from cma_builder.geometry.visibility import depth_test_visibility, in_image, project_all
+from cma_builder.render.scratch import scratch_parent
 from conftest import BIN, SMALL, index_rows, load, render, run_cli
 from scenes import box, make_double_sided, segment_occluded, write_model, write_sphere
 

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from cma_builder.cameras import (ViewpointSpec, blender_matrix_world, camera_center, camera_rig, direction,
+from cma_builder.geometry.cameras import (ViewpointSpec, blender_matrix_world, camera_center, camera_rig, direction,
                                  intrinsics, load_pose_file, look_at, project, view_angles)
 from cma_builder.errors import CmaError
-from cma_builder.fps import farthest_point_sampling, farthest_point_sampling_dense
-from cma_builder.geometry import (backproject, bounding_sphere, depth_judgement, depth_test_visibility, in_image,
+from cma_builder.geometry.fps import farthest_point_sampling, farthest_point_sampling_dense
+from cma_builder.geometry.visibility import (backproject, bounding_sphere, depth_judgement, depth_test_visibility, in_image,
                                   segment_visibility)
-from cma_builder.raycast import MeshRaycaster
+from cma_builder.geometry.raycast import MeshRaycaster
 
 
 def test_intrinsics_use_integer_pixel_centers():
@@ -94,7 +94,7 @@ def test_fps_matches_reference_batched_with_padding():
 def test_bucketed_fps_equals_dense_fps(kind):
     """The kd-bucket kernel skips leaves; it must pick exactly the dense form's indices, also with
     exact ties and duplicate points, and on clouds of many leaves."""
-    import cma_builder.fps as fps
+    import cma_builder.geometry.fps as fps
 
     rng = np.random.default_rng(len(kind))
     counts = np.array([3000, 1700, 257, 256, 1, 0])

@@ -48,7 +48,7 @@ def test_pcssl_train_imports_and_trains_without_blender_open3d_numba_ray(rendere
         names = [m.name for m in pkgutil.walk_packages(pcssl_train.__path__, "pcssl_train.")]
         for name in names:
             importlib.import_module(name)
-        import cma_builder.reader, cma_builder.exporters, cma_builder.cli
+        import cma_builder.format.reader, cma_builder.exporters, cma_builder.cli
         loaded = sorted({m.split(".")[0] for m in sys.modules} & {"bpy", "open3d", "numba", "ray"})
         print(len(names), "modules", loaded)
     """)
@@ -148,9 +148,9 @@ def test_old_shards_stay_readable_and_merge_names_them(rendered, tmp_path):
     xarray needs the names, which `cma-build merge` adds (metadata only)."""
     import shutil
 
-    from cma_builder.reader import DatasetReader
+    from cma_builder.format.reader import DatasetReader
     from conftest import run_cli
-    from pcssl_train.data.dataset import ShardArray
+    from pcssl_train.data.cma_dataset import ShardArray
 
     ds = tmp_path / "old"
     shutil.copytree(rendered, ds)

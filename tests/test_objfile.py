@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cma_builder.objfile import image_kind, inspect_obj, parse_mtl
+from cma_builder.source.objfile import image_kind, inspect_obj, parse_mtl
 
 TRI = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nvt 0 0\nvt 1 0\nvn 0 0 1\n"
 

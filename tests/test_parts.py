@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BIN, index_rows, run_cli
 from cma_builder.errors import CmaError
-from cma_builder.parts import part_of, resolve_part
+from cma_builder.render.slices import part_of, resolve_part
 
 TINY = ["--resolution", "32", "--views", "2", "--samples", "1", "--view-points", "32", "--fused-points", "128",
         "--workers", "1", "--shard-size", "2"]

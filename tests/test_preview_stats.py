@@ -10,8 +10,8 @@ import zarr
 from PIL import Image
 
 from conftest import index_rows, load, run_cli
-from cma_builder.checks import _dilate
-from cma_builder.drawing import upscale
+from cma_builder.checks.rules import _dilate
+from cma_builder.checks.drawing import upscale
 
 
 def preview(ds, out, *extra):
@@ -140,7 +140,7 @@ def test_preview_checks_its_numbers_and_folder_before_the_work(rendered, tmp_pat
 
 
 def test_text_is_wrapped_to_the_strip_never_cut():
-    from cma_builder.drawing import font, text_image, wrap
+    from cma_builder.checks.drawing import font, text_image, wrap
 
     line = "split train   shard 20261202-011338-vm-22627-243db2-00001 row 0   224x224 px, 12 views (ring)"
     lines = wrap([line, "short"], 300, 16)

@@ -13,10 +13,10 @@ import open3d as o3d
 import pytest
 import zarr
 
-from cma_builder.cameras import project
-from cma_builder.dataset import ARRAYS
-from cma_builder.geometry import backproject
-from cma_builder.settings import FORMAT_VERSION
+from cma_builder.geometry.cameras import project
+from cma_builder.format.writer import ARRAYS
+from cma_builder.geometry.visibility import backproject
+from cma_builder.render.settings import FORMAT_VERSION
 from conftest import BIN, REPO, SMALL, index_rows, load, render, run_cli
 
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
@@ -354,7 +354,7 @@ def test_bad_render_input_is_one_line(synth_tree, tmp_path):
 
 
 def test_file_viewpoints_are_used_verbatim(synth_tree, tmp_path):
-    from cma_builder.cameras import look_at
+    from cma_builder.geometry.cameras import look_at
 
     m = look_at([0.2, 0.9, -1.6], [0.0, 0.0, 0.0])
     poses = tmp_path / "poses.json"
@@ -389,7 +389,7 @@ def test_genuine_shapenet_models_render_exactly(real_shapenet, tmp_path):
 
 
 def test_split_selection_and_worker_recycling(synth_tree, tmp_path):
-    from cma_builder.splits import SplitSpec
+    from cma_builder.source.splits import SplitSpec
 
     spec = SplitSpec.bundled()
     models = [p.name for p in synth_tree.glob("*/*") if p.is_dir()]

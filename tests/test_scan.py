@@ -9,11 +9,11 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-import cma_builder.manifest as manifest_mod
+import cma_builder.source.manifest as manifest_mod
 from cma_builder.errors import CmaError
-from cma_builder.manifest import COLUMNS, read_manifest, write_manifest
-from cma_builder.scan import scan, summary_lines
-from cma_builder.splits import SplitSpec
+from cma_builder.source.manifest import COLUMNS, read_manifest, write_manifest
+from cma_builder.source.scan import scan, summary_lines
+from cma_builder.source.splits import SplitSpec
 from conftest import run_cli
 
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
@@ -64,7 +64,7 @@ def test_category_filter_and_round_robin_limit(synth_tree):
 
 
 def test_parallel_scan_equals_serial(tmp_path):
-    from cma_builder.synth import synthesize
+    from cma_builder.source.synth import synthesize
 
     root = tmp_path / "big"
     synthesize(root, per_category=8, seed=2, show_progress=False)  # 64 models: the process-pool path

@@ -9,7 +9,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from cma_builder.scan import scan
+from cma_builder.source.scan import scan
 
 pytestmark = pytest.mark.real_shapenet
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)

@@ -10,8 +10,8 @@ import open3d as o3d
 import pytest
 
 from cma_builder.errors import CmaError
-from cma_builder.synth import CATEGORY_IDS, synthesize
-from cma_builder.taxonomy import Taxonomy
+from cma_builder.source.synth import CATEGORY_IDS, synthesize
+from cma_builder.source.taxonomy import Taxonomy
 from conftest import obj_groups
 
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from cma_builder.errors import CmaError
-from cma_builder.splits import SplitSpec
-from cma_builder.taxonomy import Taxonomy
+from cma_builder.source.splits import SplitSpec
+from cma_builder.source.taxonomy import Taxonomy
 
 
 def test_bundled_taxonomy_has_the_55_v2_synsets():

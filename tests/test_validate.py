@@ -9,8 +9,8 @@ import pytest
 import zarr
 
 from conftest import REPO, index_rows, render, run_cli
-from cma_builder.checks import CHECKS
-from cma_builder.validate import _fmt
+from cma_builder.checks.rules import CHECKS
+from cma_builder.checks.validate import _fmt
 
 
 def validate(ds, *extra):

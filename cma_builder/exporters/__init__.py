@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import faults
-from ..atomic import atomic_write
-from ..errors import CmaError
-from ..progress import progress
-from ..reader import DatasetReader, ObjectRef
-from ..splits import SPLIT_NAMES
-from ..taxonomy import Taxonomy
+from cma_builder import faults
+from cma_builder.atomic import atomic_write
+from cma_builder.errors import CmaError
+from cma_builder.progress import progress
+from cma_builder.format.reader import DatasetReader, ObjectRef
+from cma_builder.source.splits import SPLIT_NAMES
+from cma_builder.source.taxonomy import Taxonomy
 
 MARKER = "cma-export.json"
 LOCK = ".lock"
@@ -233,4 +233,4 @@ def problem_lines(s: ExportSummary) -> list[str]:
     return lines
 
 
-from . import colmap, nerf, ply, shapenet55  # noqa: E402,F401  (register the formats)
+from cma_builder.exporters import colmap, nerf, ply, shapenet55  # noqa: E402,F401  (register the formats)

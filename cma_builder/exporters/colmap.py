@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..reader import ObjectRef
-from . import Exporter, register
-from .images import point_colors, rotation_to_quaternion, view_name, write_rgba
+from cma_builder.format.reader import ObjectRef
+from cma_builder.exporters import Exporter, register
+from cma_builder.exporters.images import point_colors, rotation_to_quaternion, view_name, write_rgba
 
 
 def _num(x: float) -> str:

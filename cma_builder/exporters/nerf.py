@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CmaError
-from ..reader import ObjectRef
-from . import Exporter, register
-from .images import OPENCV_TO_OPENGL, cam_to_world, view_name, write_depth16, write_rgba
+from cma_builder.errors import CmaError
+from cma_builder.format.reader import ObjectRef
+from cma_builder.exporters import Exporter, register
+from cma_builder.exporters.images import OPENCV_TO_OPENGL, cam_to_world, view_name, write_depth16, write_rgba
 
 DEFAULT_DEPTH_SCALE = 1e-3
 

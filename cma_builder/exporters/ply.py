@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..reader import ObjectRef
-from . import Exporter, register
-from .images import point_colors
+from cma_builder.format.reader import ObjectRef
+from cma_builder.exporters import Exporter, register
+from cma_builder.exporters.images import point_colors
 
 
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, normals: np.ndarray | None = None) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..errors import CmaError
-from ..reader import ObjectRef
-from . import Exporter, register
+from cma_builder.atomic import atomic_write
+from cma_builder.errors import CmaError
+from cma_builder.format.reader import ObjectRef
+from cma_builder.exporters import Exporter, register
 
 LIST_DIR = "ShapeNet-55"
 PC_DIR = "shapenet_pc"

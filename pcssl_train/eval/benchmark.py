@@ -138,9 +138,9 @@ def synth_counts(tree: Path, per_category: int, seed: int, views: int) -> dict:
     """Like :func:`split_counts` for the mini-ShapeNet ``ensure_dataset`` will render (an existing
     ``tree``, or the one ``cma-build synth`` will write): the split of a model follows from its id, and
     every one of its ``views`` is assumed to see it (an upper bound, checked again after rendering)."""
-    from cma_builder.splits import SplitSpec
-    from cma_builder.synth import CATEGORY_IDS, model_id
-    from cma_builder.taxonomy import Taxonomy
+    from cma_builder.source.splits import SplitSpec
+    from cma_builder.source.synth import CATEGORY_IDS, model_id
+    from cma_builder.source.taxonomy import Taxonomy
 
     spec, taxonomy = SplitSpec.bundled(), Taxonomy.bundled()
     if (tree / "taxonomy.json").is_file():

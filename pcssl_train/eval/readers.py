@@ -340,7 +340,7 @@ def _check_parts(path: Path, category: str, parts: np.ndarray) -> None:
 def read_cma(root, split: str, num_points: int = 1024, sampling: str = "fps", seed: int = 0) -> PointSet:
     """The fused clouds of a ``cma-build render`` dataset split ("train", "val", "test" or "all"),
     unnormalized, not augmented; ids ``"<synset>/<model>"``."""
-    from ..data.dataset import CmaDataset
+    from ..data.cma_dataset import CmaDataset
 
     _check_split(split, ("train", "val", "test", "all"), "cma")
     ds = CmaDataset(root, kind="fused", split=split, num_points=num_points, sampling=sampling, normalize=False,

@@ -75,7 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    from cma_builder.synth import synthesize
+    from cma_builder.source.synth import synthesize
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -20,9 +20,9 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import CmaError
-from .scratch import make_scratch, remove_stale
-from .settings import RenderOptions, RenderSettings
+from cma_builder.errors import CmaError
+from cma_builder.render.scratch import make_scratch, remove_stale
+from cma_builder.render.settings import RenderOptions, RenderSettings
 
 STARTUP_TIMEOUT = 180.0
 MAX_START_FAILURES = 3

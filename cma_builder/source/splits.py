@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .resources import load_json
+from cma_builder.resources import load_json
 
 SPLIT_NAMES = ("train", "val", "test")
 

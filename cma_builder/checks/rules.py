@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cameras import blender_matrix_world, camera_center, project
-from .exposure import SATURATED_LEVEL
-from .geometry import depth_judgement, in_image, project_all, segment_visibility
+from cma_builder.geometry.cameras import blender_matrix_world, camera_center, project
+from cma_builder.render.exposure import SATURATED_LEVEL
+from cma_builder.geometry.visibility import depth_judgement, in_image, project_all, segment_visibility
 
 # mapping.visibility (geometry.depth_judgement), fractions of the diagonal
 CLEARLY_BEHIND = 0.01
@@ -179,7 +179,7 @@ def mesh_values(a: dict[str, np.ndarray], obj_path: str, settings, max_rays: int
     """Independent geometry: stored points against the source OBJ's surface, stored depth and mask
     against open3d ray casting through (a sample of at most ``max_rays``) pixel centers, and
     fused_visible against open3d ray casting of each camera -> point segment."""
-    from .raycast import MeshRaycaster
+    from cma_builder.geometry.raycast import MeshRaycaster
 
     mesh = MeshRaycaster.from_obj(obj_path)
     if mesh.triangle_count == 0:

@@ -8,8 +8,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .cameras import ViewpointSpec
-from .errors import CmaError
+from cma_builder.geometry.cameras import ViewpointSpec
+from cma_builder.errors import CmaError
 
 FORMAT_VERSION = 3  # bump when the pipeline's output changes for the same settings
 

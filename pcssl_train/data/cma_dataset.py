@@ -22,8 +22,8 @@ import zarr
 from numcodecs import blosc
 
 from cma_builder.errors import CmaError
-from cma_builder.reader import DatasetReader, ObjectRef
-from cma_builder.taxonomy import Taxonomy
+from cma_builder.format.reader import DatasetReader, ObjectRef
+from cma_builder.source.taxonomy import Taxonomy
 
 from ..errors import TrainError
 from . import transforms as T

@@ -17,10 +17,10 @@ import shutil
 import time
 from typing import Callable, Iterator
 
-from .errors import CmaError
-from .scratch import make_scratch, remove_stale
-from .settings import RenderOptions, RenderSettings
-from .workers import STARTUP_TIMEOUT, Outcome
+from cma_builder.errors import CmaError
+from cma_builder.render.scratch import make_scratch, remove_stale
+from cma_builder.render.settings import RenderOptions, RenderSettings
+from cma_builder.render.pool import STARTUP_TIMEOUT, Outcome
 
 SCRATCH_PREFIX = "cma-ray-"
 RETRIES = 1  # extra attempts for an object whose actor died while rendering it

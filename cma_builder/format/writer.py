@@ -32,12 +32,12 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from . import __version__, faults
-from .atomic import atomic_write
-from .errors import CmaError
-from .exposure import AMBIENT, FILL_SUN, KEY_SUN, TONE_KNEE
-from .settings import RenderSettings
-from .taxonomy import Taxonomy
+from cma_builder import __version__, faults
+from cma_builder.atomic import atomic_write
+from cma_builder.errors import CmaError
+from cma_builder.render.exposure import AMBIENT, FILL_SUN, KEY_SUN, TONE_KNEE
+from cma_builder.render.settings import RenderSettings
+from cma_builder.source.taxonomy import Taxonomy
 
 FORMAT = "cma-dataset"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}

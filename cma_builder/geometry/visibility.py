@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .cameras import camera_center
+from cma_builder.geometry.cameras import camera_center
 
 
 def bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:

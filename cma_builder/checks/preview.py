@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from .atomic import check_output_dir
-from .cameras import camera_center, project
-from .drawing import cloud_view, gray_backdrop, label, scale_bar, splat, text_image, turbo, upscale
-from .errors import CmaError
-from .progress import progress
-from .reader import DatasetReader, ObjectRef
+from cma_builder.atomic import check_output_dir
+from cma_builder.geometry.cameras import camera_center, project
+from cma_builder.checks.drawing import cloud_view, gray_backdrop, label, scale_bar, splat, text_image, turbo, upscale
+from cma_builder.errors import CmaError
+from cma_builder.progress import progress
+from cma_builder.format.reader import DatasetReader, ObjectRef
 
 GAP = 4
 LABEL_W = 70

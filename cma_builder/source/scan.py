@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .atomic import check_output_file, ensure_parent
-from .errors import CmaError
-from .manifest import ManifestRow, check_target, write_manifest
-from .progress import progress
-from .shapenet import ModelRef, ShapeNetTree, inspect_model
-from .splits import SPLIT_NAMES, SplitSpec
+from cma_builder.atomic import check_output_file, ensure_parent
+from cma_builder.errors import CmaError
+from cma_builder.source.manifest import ManifestRow, check_target, write_manifest
+from cma_builder.progress import progress
+from cma_builder.source.shapenet import ModelRef, ShapeNetTree, inspect_model
+from cma_builder.source.splits import SPLIT_NAMES, SplitSpec
 
 PARALLEL_MIN_MODELS = 64  # below this, worker start-up costs more than it saves
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .errors import CmaError
-from .resources import load_json
+from cma_builder.errors import CmaError
+from cma_builder.resources import load_json
 
 SYNSET_ID_RE = re.compile(r"^\d{8}$")
 BUNDLED_TAXONOMY = "shapenetcore_v2_taxonomy.json"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, check_output_file, ensure_parent
-from .progress import progress
-from .reader import DatasetReader
+from cma_builder.atomic import atomic_write, check_output_file, ensure_parent
+from cma_builder.progress import progress
+from cma_builder.format.reader import DatasetReader
 
 SPLITS = ("train", "val", "test")
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, check_output_file, ensure_parent
-from .checks import CHECKS, mesh_values, object_values
-from .errors import CmaError
-from .progress import progress
-from .reader import DatasetReader, ObjectRef, ref
-from .settings import FORMAT_VERSION
-from .shapenet import MODEL_OBJ, ShapeNetTree
+from cma_builder.atomic import atomic_write, check_output_file, ensure_parent
+from cma_builder.checks.rules import CHECKS, mesh_values, object_values
+from cma_builder.errors import CmaError
+from cma_builder.progress import progress
+from cma_builder.format.reader import DatasetReader, ObjectRef, ref
+from cma_builder.render.settings import FORMAT_VERSION
+from cma_builder.source.shapenet import MODEL_OBJ, ShapeNetTree
 
 WORST = 5  # offenders listed per check
 

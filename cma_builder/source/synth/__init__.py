@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CmaError
-from ..progress import progress
-from ..taxonomy import Taxonomy
-from .mesh import write_obj
-from .shapes import GENERATORS, Assembly
-from .textures import save_jpeg
+from cma_builder.errors import CmaError
+from cma_builder.progress import progress
+from cma_builder.source.taxonomy import Taxonomy
+from cma_builder.source.synth.mesh import write_obj
+from cma_builder.source.synth.shapes import GENERATORS, Assembly
+from cma_builder.source.synth.textures import save_jpeg
 
 README_MARKER = "Procedural mini-ShapeNet written by cma-build synth"
 CATEGORY_IDS = tuple(sorted(GENERATORS))

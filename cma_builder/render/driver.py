@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 
-from .dataset import SPLIT_CODES, Dataset, State, label_names
-from .errors import CmaError
-from .parts import part_of
-from .progress import progress
-from .scan import select_models
-from .settings import RenderOptions, RenderSettings
-from .shapenet import ModelRef, ShapeNetTree, inspect_model
-from .splits import SPLIT_NAMES, SplitSpec
-from .workers import Outcome, WorkerPool
+from cma_builder.format.writer import SPLIT_CODES, Dataset, State, label_names
+from cma_builder.errors import CmaError
+from cma_builder.render.slices import part_of
+from cma_builder.progress import progress
+from cma_builder.source.scan import select_models
+from cma_builder.render.settings import RenderOptions, RenderSettings
+from cma_builder.source.shapenet import ModelRef, ShapeNetTree, inspect_model
+from cma_builder.source.splits import SPLIT_NAMES, SplitSpec
+from cma_builder.render.pool import Outcome, WorkerPool
 
 
 @dataclass
@@ -73,7 +73,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
         return _plan(tree, refs, Path(out), settings, retry_failed, part)
     ray_pool = None
     if options.executor == "ray":  # connect first: a bad --ray-address leaves the output untouched
-        from .ray_executor import RayPool
+        from cma_builder.render.ray_pool import RayPool
 
         ray_pool = RayPool(settings, options, options.ray_address)
     try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fps import farthest_point_sampling
-from .geometry import FirstHit, backproject, segment_visibility
+from cma_builder.geometry.fps import farthest_point_sampling
+from cma_builder.geometry.visibility import FirstHit, backproject, segment_visibility
 
 
 def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray, view_points: int,

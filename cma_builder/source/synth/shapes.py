@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from .mesh import Model, Part, box, cylinder, hexahedron, lathe, rot_x, rot_y, rot_z, sphere, tube
-from .textures import make_texture
+from cma_builder.source.synth.mesh import Model, Part, box, cylinder, hexahedron, lathe, rot_x, rot_y, rot_z, sphere, tube
+from cma_builder.source.synth.textures import make_texture
 
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 GLASS_OPACITY = 0.3

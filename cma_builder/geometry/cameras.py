@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CmaError
+from cma_builder.errors import CmaError
 
 SCHEMES = ("ring", "sphere", "random", "file")
 WORLD_UP = np.array([0.0, 1.0, 0.0])

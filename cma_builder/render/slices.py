@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 
-from .errors import CmaError
+from cma_builder.errors import CmaError
 
 
 def part_of(model_id: str, count: int) -> int:

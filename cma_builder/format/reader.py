@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .dataset import FORMAT, INDEX_COLUMNS, Dataset, shard_names
-from .errors import CmaError
-from .settings import RenderSettings
+from cma_builder.format.writer import FORMAT, INDEX_COLUMNS, Dataset, shard_names
+from cma_builder.errors import CmaError
+from cma_builder.render.settings import RenderSettings
 
 
 @dataclass(frozen=True)

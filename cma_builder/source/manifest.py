@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write
-from .errors import CmaError
+from cma_builder.atomic import atomic_write
+from cma_builder.errors import CmaError
 
 LIST_SEP = ";"
 

@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CmaError
-from .manifest import ManifestRow
-from .objfile import Problem, error, image_kind, inspect_obj, note, parse_mtl, warn
-from .taxonomy import SYNSET_ID_RE, Taxonomy
+from cma_builder.errors import CmaError
+from cma_builder.source.manifest import ManifestRow
+from cma_builder.source.objfile import Problem, error, image_kind, inspect_obj, note, parse_mtl, warn
+from cma_builder.source.taxonomy import SYNSET_ID_RE, Taxonomy
 
 MODEL_OBJ = Path("models") / "model_normalized.obj"
 LAYOUT = "<synset id>/<model id>/models/model_normalized.obj"

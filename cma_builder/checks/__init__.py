@@ -1,0 +1,1 @@
+"""Checking a dataset: validation rules and their driver, preview sheets, statistics."""

@@ -1,0 +1,1 @@
+"""The on-disk dataset format: the array schema, the shard writer and the reader."""

@@ -1,0 +1,1 @@
+"""Rendering: settings, the driver, the Blender worker pool (local and Ray transports), slices."""

@@ -1,0 +1,1 @@
+"""Where models come from: the ShapeNet tree, OBJ/MTL inspection, scan manifests, taxonomy, splits, synthetic models."""
