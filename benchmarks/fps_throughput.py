@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cma_builder.geometry.cameras import ViewpointSpec, camera_rig
-from cma_builder.geometry.fps import farthest_point_sampling, farthest_point_sampling_dense
+from cma_builder.geometry import fps, fps_kdtree
 from cma_builder.geometry.visibility import backproject
 
 
@@ -51,7 +51,7 @@ def objects(args) -> list[tuple]:
 def clouds(depth, mask, K, w2c):
     pts = [backproject(depth[k], mask[k], K[k], w2c[k])[0] for k in range(len(depth))]
     counts = np.array([len(p) for p in pts])
-    padded = np.zeros((len(pts), max(int(counts.max()), 1), 3))
+    padded = np.zeros((len(pts), max(int(counts.max()), 1), 3), np.float32)  # the kernel's dtype: both compare equal
     for k, p in enumerate(pts):
         padded[k, : len(p)] = p
     return padded, counts
@@ -67,17 +67,17 @@ def main() -> None:
     ap.add_argument("--fused-points", type=int, default=8192)
     args = ap.parse_args()
 
-    farthest_point_sampling(np.random.default_rng(0).random((1, 64, 3)), np.array([64]), 8)  # numba: compile or load
+    fps_kdtree.farthest_point_sample(np.random.default_rng(0).random((1, 64, 3)), 8)  # numba: compile or load
     inputs = [clouds(d, m, K, w) for d, m, K, w in objects(args)]
     times = {"dense": [0.0, 0.0], "kd-bucket": [0.0, 0.0]}
     for padded, counts in inputs:
-        for name, fps in (("dense", farthest_point_sampling_dense), ("kd-bucket", farthest_point_sampling)):
+        for name, sample in (("dense", fps.farthest_point_sample), ("kd-bucket", fps_kdtree.farthest_point_sample)):
             t = time.perf_counter()
-            idx = fps(padded, counts, args.view_points)
+            idx = sample(padded, args.view_points, start=fps.CENTROID, counts=counts)
             times[name][0] += time.perf_counter() - t
             union = np.concatenate([padded[k, idx[k, : min(c, args.view_points)]] for k, c in enumerate(counts)])
             t = time.perf_counter()
-            fused = fps(union[None], np.array([len(union)]), args.fused_points)
+            fused = sample(union[None], args.fused_points, start=fps.CENTROID)
             times[name][1] += time.perf_counter() - t
             if name == "dense":
                 expect = (idx, fused)

@@ -21,7 +21,8 @@ import numpy as np
 
 from cma_builder.checks.rules import object_values
 from cma_builder.render.exposure import SATURATED_LEVEL
-from cma_builder.geometry.visibility import depth_test_visibility, in_image, project_all, segment_visibility
+from cma_builder.geometry.cameras import project
+from cma_builder.geometry.visibility import depth_test_visibility, in_image, segment_visibility
 from cma_builder.geometry.raycast import MeshRaycaster
 from cma_builder.format.reader import DatasetReader
 from cma_builder.source.shapenet import MODEL_OBJ
@@ -56,7 +57,7 @@ def main() -> None:
         H, W = a["depth"].shape[1:]
         _, exact = segment_visibility(pts, a["K"], a["world_to_cam"], H, W, mesh.first_hit, tol * diag)
         _, old = depth_test_visibility(pts, a["depth"], a["mask"], a["K"], a["world_to_cam"], args.depth_slack * diag)
-        pix, z = project_all(pts, a["K"], a["world_to_cam"])
+        pix, z = project(pts, a["K"], a["world_to_cam"])
         old &= in_image(pix, z, H, W)
         stored = a["fused_visible"][:m]
         agree = float((stored == exact).mean())

@@ -28,7 +28,7 @@ import numpy as np
 
 from blender_scripts.exr import read_exr
 from cma_builder import faults
-from cma_builder.geometry.cameras import blender_matrix_world
+from cma_builder.geometry.cameras import blender_matrix_world, camera_center
 from cma_builder.render.exposure import AMBIENT, FILL_SUN, KEY_SUN, SUN_ANGLE_DEG, composite
 from cma_builder.render.settings import RenderSettings
 
@@ -260,7 +260,7 @@ class Scene:
         ``self.render_seconds`` is then the time spent in Blender's render calls alone."""
         self.render_seconds = 0.0
         V, R = len(world_to_cam), self.settings.resolution
-        dist = [np.linalg.norm(-m[:3, :3].T @ m[:3, 3] - center) for m in world_to_cam]
+        dist = [np.linalg.norm(camera_center(m) - center) for m in world_to_cam]
         clips = [(max(1e-3, d - 1.5 * radius), d + 1.5 * radius) for d in dist]
         out = {"rgb": np.zeros((V, R, R, 3), np.uint8), "depth": np.zeros((V, R, R), np.float32),
                "mask": np.zeros((V, R, R), bool)}

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import zarr
 
+from cma_builder.format import DatasetReader, ref
 from cma_builder.source.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,9 +77,8 @@ def index_rows(ds: Path) -> list[dict]:
 
 
 def load(ds: Path, row: dict) -> dict:
-    group = zarr.open_group(ds / "shards" / row["shard"], mode="r")
-    i = int(row["row"])
-    return {name: group[name][i] for name in group.array_keys()}
+    """Every array of the object of index ``row``, through the toolkit's reader."""
+    return DatasetReader.open(ds).load(ref(row))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,9 @@ import torch
 import zarr
 
 from conftest import index_rows
-from pcssl_train.data import Augment, CmaDataset, ShardArray, sample_indices
+from cma_builder.format import DatasetReader, ShardArray, ZarrArray
+from cma_builder.geometry.cameras import project
+from pcssl_train.data import Augment, CmaDataset, sample_indices
 from pcssl_train.data import transforms as T
 from pcssl_train.errors import TrainError
 
@@ -21,6 +23,11 @@ AUG = Augment(rotate_deg=180, flip=0.5)  # scale U(2/3, 3/2) + translate 0.2 by 
 def stored(ds: CmaDataset, i: int, name: str) -> np.ndarray:
     obj = ds.objects[i]
     return zarr.open_group(ds.root / "shards" / obj.shard, mode="r")[name][obj.row]
+
+
+def project_vu(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """Pixel (v, u) of world points."""
+    return project(points, K, w2c)[0]
 
 
 def shapes(sample: dict) -> dict:
@@ -158,7 +165,7 @@ def assert_cameras(points, pixels, K, w2c):
     R = w2c[:3, :3]
     assert np.abs(R @ R.T - np.eye(3)).max() < 1e-5 and abs(np.linalg.det(R) - 1) < 1e-5
     assert np.array_equal(w2c[3], [0, 0, 0, 1])
-    assert np.abs(T.project(points, K, w2c) - pixels).max() < 1e-3
+    assert np.abs(project_vu(points, K, w2c) - pixels).max() < 1e-3
 
 
 def test_augmented_views_stay_consistent(rendered):
@@ -197,13 +204,13 @@ def test_transforms():
     w2c[:3, :3], w2c[:3, 3] = T.rotation_y(0.3), [0.1, -0.2, 2.5]
     K = np.array([[80.0, 0, 31.5], [0, 80.0, 31.5], [0, 0, 1]])
     X = rng.uniform(-0.3, 0.3, (50, 3))
-    px = T.project(X, K, w2c)
-    assert np.allclose(T.project(T.transform_points(X, A, t).astype(np.float64), K, T.transform_cameras(w2c, A, t)),
+    px = project_vu(X, K, w2c)
+    assert np.allclose(project_vu(T.transform_points(X, A, t).astype(np.float64), K, T.transform_cameras(w2c, A, t)),
                        px, atol=1e-3)
     H, b = T.flip_reflection(w2c)
     assert np.isclose(np.linalg.det(H), -1)
     _, pix, _, K2, _ = T.flip_view(X, np.round(px).astype(np.int64), None, K, w2c, 64)
-    assert np.allclose(T.project(X @ H.T + b, K2, w2c)[:, 1], 63 - px[:, 1])
+    assert np.allclose(project_vu(X @ H.T + b, K2, w2c)[:, 1], 63 - px[:, 1])
     img = rng.uniform(0, 1, (3, 8, 8)).astype(np.float32)
     out = T.color_jitter(img, rng, 0.5, 0.5, 0.5)
     assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1 and not np.allclose(out, img)
@@ -222,6 +229,31 @@ def test_shard_reader_matches_zarr(rendered):
         assert np.array_equal(arr.read_all(), full), name
         if full.ndim > 1 and name in ("rgb", "view_points", "K"):
             assert np.array_equal(arr.read(1, 2), full[1, 2]), name
+
+
+def test_reader_falls_back_to_zarr_for_other_layouts(rendered, tmp_path):
+    """Arrays rewritten in another zarr layout (plain chunks, no sharding codec) read the same,
+    through zarr, and give the same samples."""
+    ds = tmp_path / "ds"
+    shutil.copytree(rendered, ds)
+    shard = index_rows(ds)[0]["shard"]
+    group = zarr.open_group(ds / "shards" / shard, mode="r+", use_consolidated=False)
+    values = {name: group[name][:] for name in ("rgb", "view_points", "view_point_count", "fused_points")}
+    for name, data in values.items():
+        del group[name]
+        group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(1,) + data.shape[1:])[:] = data
+    reader = DatasetReader.open(ds)
+    obj = next(o for o in reader.objects() if o.shard == shard)
+    assert isinstance(reader.array(shard, "rgb"), ZarrArray)
+    assert isinstance(reader.array(shard, "K"), ShardArray)
+    for name, data in values.items():
+        np.testing.assert_array_equal(reader.read_shard(shard, name), data)
+        np.testing.assert_array_equal(reader.read(obj, name), data[obj.row])
+    np.testing.assert_array_equal(reader.read(obj, "rgb", view=1), values["rgb"][obj.row, 1])
+    fast, plain = (CmaDataset(d, kind="multiview", split="all", views=2, augment=AUG) for d in (rendered, ds))
+    for i in range(len(fast)):
+        a, b = fast[i], plain[i]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), i
 
 
 def batches(ds, **kw):

@@ -14,7 +14,8 @@ import pytest
 
 from cma_builder.checks.rules import _dilate
 from cma_builder.render.exposure import SATURATED_LEVEL, diffuse_radiance, to_uint8
-from cma_builder.geometry.visibility import depth_test_visibility, in_image, project_all
+from cma_builder.geometry.cameras import camera_center, project
+from cma_builder.geometry.visibility import depth_test_visibility, in_image
 from cma_builder.render.scratch import scratch_parent
 from conftest import BIN, SMALL, index_rows, load, render, run_cli
 from scenes import box, make_double_sided, segment_occluded, write_model, write_sphere
@@ -76,13 +77,13 @@ def closed_form_visibility(a: dict, rects, tolerance: float):
     pts = a["fused_points"][:m].astype(np.float64)
     K, w2c = a["K"], a["world_to_cam"]
     H, W = a["depth"].shape[1:]
-    pix, z = project_all(pts, K, w2c)
+    pix, z = project(pts, K, w2c)
     inside = in_image(pix, z, H, W)
     border = np.minimum.reduce([pix[..., 0] + 0.5, H - 0.5 - pix[..., 0], pix[..., 1] + 0.5, W - 0.5 - pix[..., 1]])
     expected = np.zeros((m, len(K)), bool)
     ambiguous = np.abs(border) < 1e-3
     for k in range(len(K)):
-        c = -w2c[k, :3, :3].T @ w2c[k, :3, 3]
+        c = camera_center(w2c[k])
         for f in range(m):
             occluded, unsure = segment_occluded(rects, c, pts[f], tolerance)
             expected[f, k] = inside[f, k] and not occluded

@@ -8,9 +8,11 @@ import pytest
 from cma_builder.geometry.cameras import (ViewpointSpec, blender_matrix_world, camera_center, camera_rig, direction,
                                  intrinsics, load_pose_file, look_at, project, view_angles)
 from cma_builder.errors import CmaError
-from cma_builder.geometry.fps import farthest_point_sampling, farthest_point_sampling_dense
+from cma_builder.geometry.fps import CENTROID, farthest_point_sample
+from cma_builder.geometry.fps_kdtree import farthest_point_sample as kdtree_fps
 from cma_builder.geometry.visibility import (backproject, bounding_sphere, depth_judgement, depth_test_visibility, in_image,
                                   segment_visibility)
+from cma_builder.geometry.normalize import normalize_clouds, normalize_params
 from cma_builder.geometry.raycast import MeshRaycaster
 
 
@@ -49,6 +51,21 @@ def test_project_matches_naive_pinhole():
         assert u == pytest.approx(K[0, 0] * x / zc + K[0, 2]) and v == pytest.approx(K[1, 1] * y / zc + K[1, 2])
 
 
+def test_project_batched_cameras_match_one_at_a_time():
+    """(N, 3) points into (V,) or (A, V) cameras -> (N, V, 2) / (N, A, V, 2), each camera as if alone."""
+    rng = np.random.default_rng(1)
+    K, w2c = camera_rig(ViewpointSpec("sphere", 6), "m", np.zeros(3), 1.0, 40.0, 64)
+    pts = rng.normal(scale=0.3, size=(40, 3))
+    pix, z = project(pts, K, w2c)
+    assert pix.shape == (40, 6, 2) and z.shape == (40, 6)
+    for k in range(6):
+        one_pix, one_z = project(pts, K[k], w2c[k])
+        np.testing.assert_allclose(pix[:, k], one_pix, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(z[:, k], one_z, rtol=0, atol=1e-12)
+    grid_pix, grid_z = project(pts, K.reshape(2, 3, 3, 3), w2c.reshape(2, 3, 4, 4))
+    assert np.array_equal(grid_pix.reshape(40, 6, 2), pix) and np.array_equal(grid_z.reshape(40, 6), z)
+
+
 def test_backproject_inverts_projection_at_pixel_centers():
     rng = np.random.default_rng(1)
     K = intrinsics(40, 40, 60.0)
@@ -63,9 +80,10 @@ def test_backproject_inverts_projection_at_pixel_centers():
     assert (mask[pixels[:, 0], pixels[:, 1]]).all()
 
 
-def fps_reference(points: np.ndarray, k: int) -> list[int]:
-    """Textbook FPS, one point at a time, same deterministic start."""
-    start = int(np.argmax(((points - points.mean(axis=0)) ** 2).sum(1)))
+def fps_reference(points: np.ndarray, k: int, start: int | str = CENTROID) -> list[int]:
+    """Textbook FPS, one point at a time, from ``start`` (an index or the point farthest from the centroid)."""
+    if start == CENTROID:
+        start = int(np.argmax(((points - points.mean(axis=0)) ** 2).sum(1)))
     chosen, dist = [start], np.full(len(points), np.inf)
     for _ in range(k - 1):
         dist = np.minimum(dist, ((points - points[chosen[-1]]) ** 2).sum(1))
@@ -79,22 +97,42 @@ def test_fps_matches_reference_batched_with_padding():
     padded = np.zeros((4, 300, 3))
     for b, c in enumerate(clouds):
         padded[b, : len(c)] = c
-    idx = farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16)
-    assert (farthest_point_sampling_dense(padded, np.array([300, 180, 5, 0]), 16) == idx).all()
+    counts = np.array([300, 180, 5, 0])
+    idx = kdtree_fps(padded, 16, start=CENTROID, counts=counts)
+    assert (farthest_point_sample(padded.astype(np.float32), 16, start=CENTROID, counts=counts) == idx).all()
     assert idx[0].tolist() == fps_reference(clouds[0], 16)
     assert idx[1].tolist() == fps_reference(clouds[1], 16)
     assert sorted(idx[2, :5].tolist()) == [0, 1, 2, 3, 4]  # fewer points than asked: all, then repeated
     assert idx[2, 5:].tolist() == np.resize(idx[2, :5], 11).tolist()
     assert (idx[3] == 0).all()
     for threads in (2, 3, 8):  # split across threads: the same indices
-        assert (farthest_point_sampling(padded, np.array([300, 180, 5, 0]), 16, threads=threads) == idx).all()
+        assert (kdtree_fps(padded, 16, start=CENTROID, counts=counts, threads=threads) == idx).all()
+
+
+def test_fps_start_index_and_dtype():
+    """An int start is the first sample; distances are computed in the points' dtype (float32 or wider)."""
+    rng = np.random.default_rng(3)
+    pts = rng.random((2, 120, 3))
+    for start in (0, 7):
+        idx = farthest_point_sample(pts, 20, start=start)
+        assert (idx[:, 0] == start).all()
+        assert idx[1].tolist() == fps_reference(pts[1], 20, start)
+        assert (kdtree_fps(pts, 20, start=start) == farthest_point_sample(pts.astype(np.float32), 20, start=start)).all()
+    assert (farthest_point_sample(pts.astype(np.float16), 9) == farthest_point_sample(pts.astype(np.float16)
+                                                                                      .astype(np.float32), 9)).all()
+    line = np.array([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [9, 9, 9]]] * 2)  # 3 valid points, then none
+    assert farthest_point_sample(line, 5, counts=np.array([3, 0])).tolist() == [[0, 2, 1, 0, 2], [0] * 5]
+    with pytest.raises(ValueError, match="start"):
+        farthest_point_sample(pts, 4, start=120)
+    with pytest.raises(ValueError, match="start"):
+        farthest_point_sample(pts, 4, start="middle")
 
 
 @pytest.mark.parametrize("kind", ["uniform", "grid-ties", "rounded-normal", "surface"])
-def test_bucketed_fps_equals_dense_fps(kind):
+def test_kdtree_fps_equals_dense_fps(kind):
     """The kd-bucket kernel skips leaves; it must pick exactly the dense form's indices, also with
     exact ties and duplicate points, and on clouds of many leaves."""
-    import cma_builder.geometry.fps as fps
+    import cma_builder.geometry.fps_kdtree as fps_kdtree
 
     rng = np.random.default_rng(len(kind))
     counts = np.array([3000, 1700, 257, 256, 1, 0])
@@ -108,15 +146,27 @@ def test_bucketed_fps_equals_dense_fps(kind):
         d = rng.normal(size=(6, 3000, 3))
         pts = d / np.linalg.norm(d, axis=2, keepdims=True) * 0.8
     for k in (1, 64, 700):
-        dense = farthest_point_sampling_dense(pts, counts, k)
-        for leaf in (4, 37, fps.LEAF):
-            old, fps.LEAF = fps.LEAF, leaf
+        dense = farthest_point_sample(pts.astype(np.float32), k, start=CENTROID, counts=counts)
+        for leaf in (4, 37, fps_kdtree.LEAF):
+            old, fps_kdtree.LEAF = fps_kdtree.LEAF, leaf
             try:
-                assert (farthest_point_sampling(pts, counts, k) == dense).all(), (k, leaf)
+                assert (kdtree_fps(pts, k, start=CENTROID, counts=counts) == dense).all(), (k, leaf)
             finally:
-                fps.LEAF = old
+                fps_kdtree.LEAF = old
     if kind == "uniform":  # no near-ties: float32 agrees with the float64 textbook form
-        assert farthest_point_sampling(pts, counts, 50)[1].tolist() == fps_reference(pts[1, :1700], 50)
+        assert kdtree_fps(pts, 50, start=CENTROID, counts=counts)[1].tolist() == fps_reference(pts[1, :1700], 50)
+
+
+def test_normalize_matches_naive_unit_sphere():
+    pts = np.random.default_rng(4).normal(size=(3, 40, 3)).astype(np.float32) * 3 + 1
+    out = normalize_clouds(pts)
+    assert out.dtype == np.float32
+    for p, o in zip(pts.astype(np.float64), out):
+        c = p.mean(axis=0)
+        np.testing.assert_allclose(o, (p - c) / np.linalg.norm(p - c, axis=1).max(), rtol=0, atol=1e-6)
+    s, t = normalize_params(np.zeros((0, 3)))  # an empty cloud keeps its scale
+    assert s == 1.0 and t.shape == (3,)
+    assert normalize_params(np.ones((4, 3)))[0] == 1.0  # a single point: no division by zero
 
 
 def test_bounding_sphere_ignores_non_finite_vertices():

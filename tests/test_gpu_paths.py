@@ -132,8 +132,8 @@ def test_bf16_losses_reduce_in_float32():
     """The contrastive losses and the geometry the masks come from stay float32 under autocast
     (a bf16 similarity matmul, divided by the temperature, moves the loss by ~1e-2)."""
     from pcssl_train.losses import NTXentLoss, SymmetricInfoNCELoss
-    from pcssl_train.methods.mask_alignment import project_points
     from pcssl_train.models.pointnet import feature_transform_regularizer
+    from pcssl_train.ops import project
 
     torch.manual_seed(0)
     a, b = torch.randn(16, 32), torch.randn(16, 32)
@@ -143,7 +143,7 @@ def test_bf16_losses_reduce_in_float32():
     w2c[:, 2, 3] = 2.0
     fns = {"nt_xent": lambda: NTXentLoss(0.1)(a, b), "info_nce": lambda: SymmetricInfoNCELoss(0.07)(a, b),
            "feature_reg": lambda: feature_transform_regularizer(trans),
-           "project_points": lambda: project_points(xyz, K, w2c)}
+           "project": lambda: project(xyz, K, w2c)[0]}
     for key, fn in fns.items():
         ref = fn()
         with torch.autocast("cpu", dtype=torch.bfloat16):

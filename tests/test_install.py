@@ -110,6 +110,21 @@ def test_export_runs_without_render_extras(rendered, tmp_path):
     assert len(list((tmp_path / "e" / "shapenet_pc").glob("*.npy"))) == 8
 
 
+def test_format_package_needs_neither_blender_nor_torch(rendered):
+    proc = blocked_python("""
+        import sys
+        from cma_builder.format import DatasetReader, ShardArray
+        ds = DatasetReader.open(sys.argv[1])
+        obj = ds.objects()[0]
+        arrays = ds.load(obj)
+        fast = isinstance(ds.array(obj.shard, "rgb"), ShardArray)
+        loaded = sorted({m.split(".")[0] for m in sys.modules} & {"bpy", "torch", "open3d", "numba", "ray"})
+        print(len(arrays), "arrays, fast", fast, "loaded", loaded)
+    """, str(rendered), blocked=BLOCKED + ("torch",))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "22 arrays, fast True loaded []", proc.stdout
+
+
 # --- the store in standard tools ---------------------------------------------------------
 def test_xarray_and_dask_open_the_shards(rendered):
     xr = pytest.importorskip("xarray")
@@ -148,9 +163,8 @@ def test_old_shards_stay_readable_and_merge_names_them(rendered, tmp_path):
     xarray needs the names, which `cma-build merge` adds (metadata only)."""
     import shutil
 
-    from cma_builder.format.reader import DatasetReader
+    from cma_builder.format import DatasetReader, ShardArray
     from conftest import run_cli
-    from pcssl_train.data.cma_dataset import ShardArray
 
     ds = tmp_path / "old"
     shutil.copytree(rendered, ds)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pcssl_train.data import CmaDataset
-from pcssl_train.methods.mask_alignment import align_masks, image_patch_index, project_points
+from pcssl_train.methods.mask_alignment import align_masks, image_patch_index
 from pcssl_train.methods.point_mae import random_patch_mask
-from pcssl_train.ops import gather_points, group_patches
+from pcssl_train.ops import gather_points, group_patches, project
 
 PATCH = 16  # 64 px renders -> 4 x 4 image patches
 
@@ -24,7 +24,7 @@ def batch(rendered):
 def test_projected_centers_hit_their_stored_pixels(batch):
     patches = group_patches(batch["points"], 16, 16)
     center_idx = patches.idx[:, :, 0]                                 # a center is its own nearest point
-    pix = project_points(patches.center, batch["K"], batch["world_to_cam"])
+    pix = project(patches.center, batch["K"], batch["world_to_cam"])[0]
     stored = gather_points(batch["pixels"].float(), center_idx)
     assert (pix - stored).abs().max() < 1e-3
     h, w = batch["rgb"].shape[-2:]
@@ -38,7 +38,7 @@ def test_alignment(strategy, batch):
     torch.manual_seed(0)
     patches = group_patches(batch["points"], 16, 16)
     h, w = batch["rgb"].shape[-2:]
-    index = image_patch_index(project_points(patches.center, batch["K"], batch["world_to_cam"]), h, w, PATCH)
+    index = image_patch_index(project(patches.center, batch["K"], batch["world_to_cam"])[0], h, w, PATCH)
     first = random_patch_mask(*index.shape, 0.6, index.device)
     point_mask, image_mask = align_masks(first, index, (h // PATCH) * (w // PATCH), strategy)
     assert (point_mask | ~first).all()                                 # alignment only adds masked patches

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pcssl_train.ops import (HAS_PYTORCH3D, Patches, chamfer_distance, farthest_point_sample, gather_points,
-                             group_patches, knn, nearest_neighbor_dist2, normalize_patches)
+                             group_patches, knn, nearest_neighbor_dist2, normalize_patches, project)
 from pcssl_train.ops.knn import knn_graph
 from pcssl_train.ops.reference import chamfer_distance_ref, farthest_point_sample_ref, group_patches_ref, knn_ref
 
@@ -40,6 +40,21 @@ def test_fps_matches_reference(B, N, n, dtype):
     idx = farthest_point_sample(xyz, n)
     assert idx.shape == (B, n) and idx.dtype == torch.long
     assert torch.equal(idx, farthest_point_sample_ref(xyz, n))
+
+
+@pytest.mark.parametrize("start", [3, "centroid"])
+def test_fps_start_matches_reference_and_numpy_core(start):
+    """The start rule of cma_builder.geometry.fps: an index, or the point farthest from the centroid."""
+    import numpy as np
+
+    from cma_builder.geometry.fps import farthest_point_sample as fps_numpy
+
+    xyz = cloud(3, 60, 3, seed=5)
+    idx = farthest_point_sample(xyz, 12, start=start)
+    assert torch.equal(idx, farthest_point_sample_ref(xyz, 12, start=start))
+    assert np.array_equal(idx.numpy(), fps_numpy(xyz.numpy(), 12, start=start))
+    if start == 3:
+        assert (idx[:, 0] == 3).all()
 
 
 def test_fps_ties_go_to_lowest_index():
@@ -81,6 +96,10 @@ def test_fps_errors():
         farthest_point_sample(torch.zeros(2, 10, 3), 11)
     with pytest.raises(ValueError, match=r"\(B, N, C\)"):
         farthest_point_sample(torch.zeros(10, 3), 2)
+    with pytest.raises(ValueError, match="start must be"):
+        farthest_point_sample(torch.zeros(2, 10, 3), 2, start=10)
+    with pytest.raises(ValueError, match="start must be"):
+        farthest_point_sample(torch.zeros(2, 10, 3), 2, start="first")
 
 
 # ----------------------------------------------------------------------------------------- kNN
@@ -289,6 +308,30 @@ def test_chamfer_errors():
         chamfer_distance(x, x, reduction="sum")
     with pytest.raises(ValueError, match="non-empty"):
         chamfer_distance(x, torch.zeros(1, 0, 3))
+
+
+# ---------------------------------------------------------------------------------- projection
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_matches_numpy_core(dtype):
+    """One camera per cloud, as ``cma_builder.geometry.cameras.project`` (the reference) per camera."""
+    import numpy as np
+
+    from cma_builder.geometry.cameras import ViewpointSpec, camera_rig
+    from cma_builder.geometry.cameras import project as project_numpy
+
+    K, w2c = camera_rig(ViewpointSpec("sphere", 3), "m", np.zeros(3), 1.0, 40.0, 64)
+    xyz = cloud(3, 50, 3, seed=30, dtype=torch.float64) * 0.3
+    pix, z = project(xyz.to(dtype), torch.from_numpy(K).to(dtype), torch.from_numpy(w2c).to(dtype))
+    assert pix.dtype == dtype and pix.shape == (3, 50, 2) and z.shape == (3, 50)
+    for b in range(3):
+        want_pix, want_z = project_numpy(xyz[b].numpy(), K[b], w2c[b])
+        torch.testing.assert_close(pix[b], torch.from_numpy(want_pix).to(dtype), **tol(dtype))
+        torch.testing.assert_close(z[b], torch.from_numpy(want_z).to(dtype), **tol(dtype))
+    behind = torch.tensor([[[0.1, 0.2, -9.0], [0.0, 0.0, 0.0]]], dtype=torch.float64)
+    pix, z = project(behind, torch.from_numpy(K[:1]), torch.eye(4, dtype=torch.float64)[None])
+    assert torch.isfinite(pix).all() and z.tolist() == [[-9.0, 0.0]]  # z clamped for the division only
 
 
 # ----------------------------------------------------------------------------- devices, pytorch3d

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from cma_builder.geometry.normalize import normalize_clouds
 from pcssl_train.errors import TrainError
-from pcssl_train.eval.partseg import (PartSegModel, feature_layers, finetune_partseg, interpolate_features,
-                                      normalize_unit_sphere, part_miou, restrict_predictions)
+from pcssl_train.eval.partseg import (PartSegModel, feature_layers, finetune_partseg, interpolate_features, part_miou,
+                                      restrict_predictions)
 from pcssl_train.eval.pointset import PointSet
 from pcssl_train.models.point_transformer import PointTransformerEncoder
 
@@ -158,9 +159,10 @@ def data():
     return synthetic_parts(16, seed=0), synthetic_parts(8, seed=1)
 
 
-def test_normalize_unit_sphere():
+def test_normalize_clouds():
     pts = np.random.default_rng(0).normal(size=(3, 50, 3)) * 4 + 7
-    out = normalize_unit_sphere(pts)
+    out = normalize_clouds(pts)
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1).max(axis=1), 1, rtol=1e-5)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import index_rows, load
-from pcssl_train.data import farthest_point_sample
+from cma_builder.geometry.fps import farthest_point_sample
 from pcssl_train.errors import TrainError
 from pcssl_train.eval.readers import (BENCHMARKS, SCANOBJECTNN_CLASSES, load_benchmark, read_cma, read_modelnet40,
                                       read_scanobjectnn, read_shapenetpart)
@@ -271,7 +271,7 @@ def test_read_cma(rendered):
     for i, row in enumerate(rows):
         arrays = load(rendered, row)
         pts = arrays["fused_points"][: int(arrays["fused_point_count"])]
-        assert np.array_equal(ps.points[i], pts[np.resize(farthest_point_sample(pts, 256), 256)])
+        assert np.array_equal(ps.points[i], pts[farthest_point_sample(pts[None].astype(np.float64), 256)[0]])
     for split in ("train", "val", "test"):
         sel = [r for r in rows if r["split"] == split]
         if sel:

@@ -24,7 +24,7 @@ from cma_builder.geometry.cameras import camera_center, project
 from cma_builder.checks.drawing import cloud_view, gray_backdrop, label, scale_bar, splat, text_image, turbo, upscale
 from cma_builder.errors import CmaError
 from cma_builder.progress import progress
-from cma_builder.format.reader import DatasetReader, ObjectRef
+from cma_builder.format import DatasetReader, ObjectRef
 
 GAP = 4
 LABEL_W = 70

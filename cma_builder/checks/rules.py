@@ -12,7 +12,7 @@ import numpy as np
 
 from cma_builder.geometry.cameras import blender_matrix_world, camera_center, project
 from cma_builder.render.exposure import SATURATED_LEVEL
-from cma_builder.geometry.visibility import depth_judgement, in_image, project_all, segment_visibility
+from cma_builder.geometry.visibility import depth_judgement, in_image, segment_visibility
 
 # mapping.visibility (geometry.depth_judgement), fractions of the diagonal
 CLEARLY_BEHIND = 0.01
@@ -141,7 +141,7 @@ def object_values(a: dict[str, np.ndarray], settings) -> list[Value]:
         out.append(("mapping.depth_error", k, _max(np.abs(z[inside] - depth[k][v, u])) / diag, None))
 
     # mapping: the stored projections and visibility of the fused cloud
-    pixels, cam_z = project_all(fused, K, w2c)
+    pixels, cam_z = project(fused, K, w2c)
     inside = in_image(pixels, cam_z, H, W)
     clearly_hidden, clearly_visible = depth_judgement(fused, depth, mask, K, w2c, CLEARLY_BEHIND * diag,
                                                       ON_SURFACE * diag)

@@ -14,7 +14,7 @@ import numpy as np
 
 from cma_builder.atomic import atomic_write, check_output_file, ensure_parent
 from cma_builder.progress import progress
-from cma_builder.format.reader import DatasetReader
+from cma_builder.format import DatasetReader
 
 SPLITS = ("train", "val", "test")
 
@@ -104,12 +104,11 @@ def stats(path: str | os.PathLike, show_progress: bool = True) -> Stats:
             if entry.is_dir():
                 out.bytes_per_array[entry.name] += _dir_bytes(entry)
         out.bytes_total += _dir_bytes(shard_dir)
-        g = reader.shard(name)
-        fg = g["view_foreground"][:]
+        fg = reader.read_shard(name, "view_foreground")
         out.objects_in_shards += fg.shape[0]
         out.view_foreground.append(fg)
-        out.visible.append(g["fused_visible"][:].sum(axis=1))
-        out.fused_count.append(g["fused_point_count"][:])
+        out.visible.append(reader.read_shard(name, "fused_visible").sum(axis=1))
+        out.fused_count.append(reader.read_shard(name, "fused_point_count"))
     return out
 
 

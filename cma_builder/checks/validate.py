@@ -24,7 +24,7 @@ from cma_builder.atomic import atomic_write, check_output_file, ensure_parent
 from cma_builder.checks.rules import CHECKS, mesh_values, object_values
 from cma_builder.errors import CmaError
 from cma_builder.progress import progress
-from cma_builder.format.reader import DatasetReader, ObjectRef, ref
+from cma_builder.format import DatasetReader, ObjectRef, ref
 from cma_builder.render.settings import FORMAT_VERSION
 from cma_builder.source.shapenet import MODEL_OBJ, ShapeNetTree
 

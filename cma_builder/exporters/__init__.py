@@ -21,7 +21,7 @@ from cma_builder import faults
 from cma_builder.atomic import atomic_write
 from cma_builder.errors import CmaError
 from cma_builder.progress import progress
-from cma_builder.format.reader import DatasetReader, ObjectRef
+from cma_builder.format import DatasetReader, ObjectRef
 from cma_builder.source.splits import SPLIT_NAMES
 from cma_builder.source.taxonomy import Taxonomy
 

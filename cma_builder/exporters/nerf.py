@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cma_builder.errors import CmaError
-from cma_builder.format.reader import ObjectRef
+from cma_builder.format import ObjectRef
 from cma_builder.exporters import Exporter, register
 from cma_builder.exporters.images import OPENCV_TO_OPENGL, cam_to_world, view_name, write_depth16, write_rgba
 

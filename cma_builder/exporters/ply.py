@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cma_builder.format.reader import ObjectRef
+from cma_builder.format import ObjectRef
 from cma_builder.exporters import Exporter, register
 from cma_builder.exporters.images import point_colors
 

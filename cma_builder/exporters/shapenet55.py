@@ -17,7 +17,7 @@ import numpy as np
 
 from cma_builder.atomic import atomic_write
 from cma_builder.errors import CmaError
-from cma_builder.format.reader import ObjectRef
+from cma_builder.format import ObjectRef
 from cma_builder.exporters import Exporter, register
 
 LIST_DIR = "ShapeNet-55"

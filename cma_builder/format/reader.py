@@ -1,25 +1,36 @@
 """Read-only access to a rendered dataset (no lock taken; safe while a render is running).
 
-``validate``, ``preview`` and ``stats`` read through this; training code can too::
+Every reader of the format goes through this: ``validate``, ``preview``, ``stats``, the exporters
+and the training data (``CmaDataset``)::
 
     ds = DatasetReader.open("shapenet-cma")
     for obj in ds.objects():                    # index rows with status done
         a = ds.load(obj, ["rgb", "fused_points"])
+        rgb2 = ds.read(obj, "rgb", view=2)      # one chunk only
+
+Arrays are read straight from the shard files (:class:`~cma_builder.format.shards.ShardArray`)
+when a shard has the layout cma-build writes, and through zarr otherwise (strings, other
+layouts). Opened arrays are cached per process (rebuilt after fork or unpickling), so a reader
+is safe to hand to worker processes.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from cma_builder.format.writer import FORMAT, INDEX_COLUMNS, Dataset, shard_names
 from cma_builder.errors import CmaError
+from cma_builder.format.schema import ARRAYS, FORMAT, read_attrs, shard_names
+from cma_builder.format.shards import ShardArray
 from cma_builder.render.settings import RenderSettings
+
+MAX_OPEN_ARRAYS = 1024  # per-process LRU of opened (shard, array) readers
 
 
 @dataclass(frozen=True)
@@ -39,19 +50,44 @@ class ObjectRef:
         return f"{self.synset_id}/{self.model_id}"
 
 
+class ZarrArray:
+    """The plain-zarr fallback, with :class:`ShardArray`'s reading methods."""
+
+    def __init__(self, array: zarr.Array):
+        self.array = array
+
+    def read(self, row: int, view: int | None = None) -> np.ndarray:
+        """``array[row]`` or ``array[row, view]``."""
+        return self.array[row] if view is None else self.array[row, view]
+
+    def read_all(self) -> np.ndarray:
+        return self.array[:]
+
+
 class DatasetReader:
+    """A rendered dataset opened for reading: its index, its shards and their arrays."""
+
     def __init__(self, root: Path, attrs: dict):
         self.root = root
         self.attrs = attrs
         self.settings = RenderSettings.from_dict(attrs["settings"])
-        self._groups: dict[str, zarr.Group] = {}
+        self._cache: dict | None = None
+
+    def __getstate__(self):
+        return dict(self.__dict__, _cache=None)
+
+    def _opened(self) -> dict:
+        """This process's opened groups and arrays (a forked or unpickled copy starts empty)."""
+        if self._cache is None or self._cache["pid"] != os.getpid():
+            self._cache = {"pid": os.getpid(), "groups": {}, "arrays": OrderedDict()}
+        return self._cache
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "DatasetReader":
         root = Path(path).expanduser()
         if not root.is_dir():
             raise CmaError(f"{root}: no such dataset folder (make one with cma-build render --out {root})")
-        attrs = Dataset.read_attrs(root)
+        attrs = read_attrs(root)
         if attrs is None:
             raise CmaError(f"{root}: not a cma-build dataset (no zarr.json with the '{FORMAT}' attribute)")
         return cls(root.resolve(), attrs)
@@ -79,22 +115,55 @@ class DatasetReader:
 
     # --- arrays -------------------------------------------------------------------------
     def shard(self, name: str) -> zarr.Group:
-        if name not in self._groups:
+        """The shard as a zarr group (its arrays' metadata: shapes, dtypes)."""
+        groups = self._opened()["groups"]
+        if name not in groups:
             path = self.root / "shards" / name
             if not (path / "zarr.json").is_file():
                 raise CmaError(f"{path}: shard missing")
             # the arrays' own zarr.json is the truth; consolidated metadata is a copy for xarray
-            self._groups[name] = zarr.open_group(path, mode="r", use_consolidated=False)
-        return self._groups[name]
+            groups[name] = zarr.open_group(path, mode="r", use_consolidated=False)
+        return groups[name]
+
+    def has_array(self, shard: str, name: str) -> bool:
+        return (self.root / "shards" / shard / name / "zarr.json").is_file()
+
+    def array(self, shard: str, name: str) -> ShardArray | ZarrArray:
+        """Array ``name`` of ``shard``: the fast :class:`ShardArray` for the layout cma-build writes,
+        zarr for any other (cached per process, least recently used dropped past MAX_OPEN_ARRAYS)."""
+        arrays = self._opened()["arrays"]
+        key = (shard, name)
+        if key in arrays:
+            arrays.move_to_end(key)
+            return arrays[key]
+        folder = self.root / "shards" / shard / name
+        arr = ShardArray.open(folder) or ZarrArray(zarr.open_array(folder, mode="r"))
+        arrays[key] = arr
+        if len(arrays) > MAX_OPEN_ARRAYS:
+            arrays.popitem(last=False)
+        return arr
+
+    def read(self, obj: ObjectRef, name: str, view: int | None = None) -> np.ndarray:
+        """The object's row of array ``name`` (leading axis dropped), or only one ``view`` of it."""
+        return self.array(obj.shard, name).read(obj.row, view)
+
+    def read_shard(self, shard: str, name: str) -> np.ndarray:
+        """Array ``name`` of every object of ``shard``."""
+        return self.array(shard, name).read_all()
 
     def load(self, obj: ObjectRef, arrays: list[str] | None = None) -> dict[str, np.ndarray]:
         """The object's arrays (all present ones when ``arrays`` is None), leading axis dropped."""
         group = self.shard(obj.shard)
-        names = list(group.array_keys()) if arrays is None else arrays
-        return {name: group[name][obj.row] for name in names if name in group}
+        names = sorted(group.array_keys(), key=_schema_order) if arrays is None else arrays
+        return {name: self.read(obj, name) for name in names if name in group}
 
     def array_names(self) -> list[str]:
         return list(self.attrs["arrays"])
+
+
+def _schema_order(name: str) -> tuple[int, str]:
+    """Arrays in the order of ARRAYS (zarr lists a group's arrays in no fixed order), others last."""
+    return (list(ARRAYS).index(name) if name in ARRAYS else len(ARRAYS), name)
 
 
 def ref(row: dict) -> ObjectRef:
@@ -102,4 +171,4 @@ def ref(row: dict) -> ObjectRef:
                      row["shard"], int(row["row"]), row.get("obj_path", ""))
 
 
-__all__ = ["DatasetReader", "ObjectRef", "INDEX_COLUMNS"]
+__all__ = ["DatasetReader", "ObjectRef", "ZarrArray", "ref"]

@@ -67,13 +67,17 @@ def blender_matrix_world(world_to_cam: np.ndarray) -> np.ndarray:
 
 
 def project(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) -> (pixel (N, 2) as (v, u) floats, camera z (N,))."""
-    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    z = cam[:, 2]
+    """World points (N, 3) into one camera (K (3, 3), world_to_cam (4, 4)) or a batch of them
+    (K (..., 3, 3), world_to_cam (..., 4, 4)) -> (pixels (N, ..., 2) as (v, u) floats, camera z (N, ...)).
+
+    Points behind the camera get mirrored pixels and z <= 0; z = 0 gives inf or nan pixels.
+    """
+    cam = np.einsum("...ij,nj->n...i", world_to_cam[..., :3, :3], points) + world_to_cam[..., :3, 3]
+    z = cam[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[0, 0] * cam[:, 0] / z + K[0, 2]
-        v = K[1, 1] * cam[:, 1] / z + K[1, 2]
-    return np.stack([v, u], axis=1), z
+        u = K[..., 0, 0] * cam[..., 0] / z + K[..., 0, 2]
+        v = K[..., 1, 1] * cam[..., 1] / z + K[..., 1, 2]
+    return np.stack([v, u], axis=-1), z
 
 
 @dataclass(frozen=True)

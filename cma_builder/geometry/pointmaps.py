@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cma_builder.geometry.fps import farthest_point_sampling
+from cma_builder.geometry.fps import CENTROID
+from cma_builder.geometry.fps_kdtree import farthest_point_sample
 from cma_builder.geometry.visibility import FirstHit, backproject, segment_visibility
 
 
@@ -26,7 +27,7 @@ def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam:
     padded = np.zeros((V, n_max, 3))
     for k, (p, _) in enumerate(clouds):
         padded[k, : len(p)] = p
-    idx = farthest_point_sampling(padded, counts, view_points, threads)
+    idx = farthest_point_sample(padded, view_points, start=CENTROID, counts=counts, threads=threads)
 
     out = {
         "view_points": np.zeros((V, view_points, 3), np.float32),
@@ -42,7 +43,7 @@ def point_maps(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam:
             distinct = idx[k, : out["view_point_count"][k]]
             fused_src.append(np.concatenate([np.full((len(distinct), 1), k), px[distinct], p[distinct]], axis=1))
     src = np.concatenate(fused_src) if fused_src else np.zeros((0, 6))
-    fidx = farthest_point_sampling(src[None, :, 3:], np.array([len(src)]), fused_points)[0]
+    fidx = farthest_point_sample(src[None, :, 3:], fused_points, start=CENTROID)[0]
     fused = src[fidx] if len(src) else np.zeros((fused_points, 6))
     stored = fused[:, 3:].astype(np.float32)  # flags of the points as stored, so that anyone can recompute them
     pixels, visible = segment_visibility(stored.astype(np.float64), K, world_to_cam, depth.shape[1], depth.shape[2],

@@ -1,5 +1,5 @@
-"""Back-projection and visibility (pure numpy, conventions of cameras.py); FPS is in fps.py,
-ray casting of meshes in raycast.py.
+"""Back-projection and visibility (pure numpy, conventions and ``project`` of cameras.py); FPS is
+in fps.py, ray casting of meshes in raycast.py.
 
 Each op has a naive reference in tests/test_geometry.py.
 """
@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from cma_builder.geometry.cameras import camera_center
+from cma_builder.geometry.cameras import camera_center, project
 
 
 def bounding_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -34,16 +34,6 @@ def backproject(depth: np.ndarray, mask: np.ndarray, K: np.ndarray, world_to_cam
     return (cam - t) @ r, np.stack([v, u], axis=1)
 
 
-def project_all(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points (F, 3) into every view (V cameras) -> (pixels (F, V, 2) float64 as (v, u), camera z (F, V))."""
-    cam = np.einsum("vij,fj->fvi", world_to_cam[:, :3, :3], points) + world_to_cam[None, :, :3, 3]
-    z = cam[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[None, :, 0, 0] * cam[..., 0] / z + K[None, :, 0, 2]
-        v = K[None, :, 1, 1] * cam[..., 1] / z + K[None, :, 1, 2]
-    return np.stack([v, u], axis=-1), z
-
-
 def in_image(pixels: np.ndarray, z: np.ndarray, height: int, width: int) -> np.ndarray:
     """In front of the camera and inside the image: -0.5 <= u < W - 0.5 and -0.5 <= v < H - 0.5
     (the pixel areas of integer pixel centers)."""
@@ -65,7 +55,7 @@ def segment_visibility(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarr
     at which origin + t * direction meets a surface (inf if none); rays are cast from c with
     direction p - c, so p is at t = 1 and visible iff (1 - t) |p - c| <= tolerance.
     """
-    pixels, z = project_all(points, K, world_to_cam)
+    pixels, z = project(points, K, world_to_cam)
     visible = in_image(pixels, z, height, width)
     f, k = np.nonzero(visible)
     if len(f):
@@ -89,7 +79,7 @@ def depth_judgement(points: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: 
     pixel covers exactly it.
     """
     V, H, W = depth.shape
-    pix, z = project_all(points, K, world_to_cam)
+    pix, z = project(points, K, world_to_cam)
     with np.errstate(invalid="ignore"):
         v0, u0 = np.floor(pix[..., 0]), np.floor(pix[..., 1])
         usable = (z > 0) & (v0 >= 0) & (v0 + 1 < H) & (u0 >= 0) & (u0 + 1 < W)
@@ -124,7 +114,7 @@ def depth_test_visibility(points: np.ndarray, depth: np.ndarray, mask: np.ndarra
     It misses occluders thinner than a pixel and errs at silhouettes and grazing surfaces.
     """
     V, H, W = depth.shape
-    pix, z = project_all(points, K, world_to_cam)
+    pix, z = project(points, K, world_to_cam)
     v, u = pix[..., 0], pix[..., 1]
     with np.errstate(invalid="ignore"):
         v0, u0 = np.floor(v), np.floor(u)

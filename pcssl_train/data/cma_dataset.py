@@ -3,26 +3,22 @@
     ds = CmaDataset("shapenet-cma", kind="view", split="train", augment=Augment(flip=0.5))
     sample = ds[0]   # dict of tensors; see docs/TRAINING_DATA.md
 
-Reading goes straight to the shard files (:class:`ShardArray`: the sharding layout cma-build writes,
-one pread + blosc decode per chunk), falling back to zarr for any other layout. Everything cached is
-per process and rebuilt lazily, so the dataset is safe in DataLoader workers (fork or spawn).
+Arrays are read through :class:`cma_builder.format.DatasetReader` (straight from the shard files,
+one pread + blosc decode per chunk, for the layout cma-build writes; zarr for any other). Everything
+cached is per process and rebuilt lazily, so the dataset is safe in DataLoader workers (fork or spawn).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
-from numcodecs import blosc
 
 from cma_builder.errors import CmaError
-from cma_builder.format.reader import DatasetReader, ObjectRef
+from cma_builder.format import DatasetReader, ObjectRef
+from cma_builder.geometry.fps import farthest_point_sample
+from cma_builder.geometry.normalize import normalize_params
 from cma_builder.source.taxonomy import Taxonomy
 
 from ..errors import TrainError
@@ -34,99 +30,6 @@ VIEW_CHOICE_ALIASES = {"max-points": "most_points", "max_points": "most_points",
 SPLITS = ("train", "val", "test")
 SAMPLINGS = ("random", "fps", "first")
 SMALL_ARRAYS = ("fused_point_count", "view_point_count", "view_foreground")  # cached whole per shard
-_MAX_OPEN_ARRAYS = 1024  # per-process LRU of opened (shard, array) readers
-
-
-class ShardArray:
-    """One array of a shard read chunk by chunk from its single zarr v3 shard file (index at the
-    end; inner codecs bytes [+ blosc]); :meth:`open` returns None for any other layout. Chunks must
-    be one along axis 0 and whole past axis 1 (what cma-build writes)."""
-
-    def __init__(self, path: Path, shape, chunks, dtype, fill, compressed: bool):
-        self.path, self.shape, self.chunks = path, tuple(shape), tuple(chunks)
-        self.dtype, self.fill, self.compressed = np.dtype(dtype), fill, compressed
-        self.grid = tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunks))
-        self._index: np.ndarray | None = None
-
-    @classmethod
-    def open(cls, folder: Path) -> "ShardArray | None":
-        try:
-            meta = json.loads((folder / "zarr.json").read_text("utf-8"))
-            shape = meta["shape"]
-            (codec,) = meta["codecs"]
-            conf = codec["configuration"]
-            inner = [c["name"] for c in conf["codecs"]]
-            endian = conf["codecs"][0].get("configuration", {}).get("endian", "little")
-            ok = (meta.get("node_type") == "array" and codec["name"] == "sharding_indexed"
-                  and meta["chunk_grid"]["configuration"]["chunk_shape"] == shape
-                  and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
-                  and conf.get("index_location", "end") == "end"
-                  and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
-                  and inner in (["bytes"], ["bytes", "blosc"]) and endian == "little"
-                  and len(shape) >= 1 and conf["chunk_shape"][0] == 1
-                  and list(conf["chunk_shape"][2:]) == shape[2:])
-            dtype = np.dtype(meta["data_type"]) if ok else None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if not ok or dtype.kind not in "biuf":
-            return None
-        shard_file = folder.joinpath("c", *["0"] * len(shape))
-        return cls(shard_file, shape, conf["chunk_shape"], dtype, meta.get("fill_value", 0), inner[-1] == "blosc")
-
-    def _load_index(self, fd: int | None) -> np.ndarray | None:
-        if self._index is None:
-            if fd is None:
-                return None  # no shard file: every chunk is the fill value
-            n = math.prod(self.grid)
-            size = os.fstat(fd).st_size
-            raw = os.pread(fd, 16 * n, size - 16 * n - 4)  # (offset, nbytes) per chunk, then crc32c
-            self._index = np.frombuffer(raw, dtype="<u8").reshape(*self.grid, 2)
-        return self._index
-
-    def _chunk(self, fd: int | None, coords: tuple) -> np.ndarray:
-        index = self._load_index(fd)
-        offset, nbytes = (None, None) if index is None else (int(v) for v in index[coords])
-        if offset is None or offset == 2**64 - 1:
-            return np.full(self.chunks, self.fill, dtype=self.dtype)
-        raw = os.pread(fd, nbytes, offset)
-        data = blosc.decompress(raw) if self.compressed else raw
-        return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
-
-    def _fd(self) -> int | None:
-        try:
-            return os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-
-    def read(self, row: int, view: int | None = None) -> np.ndarray:
-        """``array[row]`` or ``array[row, view]``."""
-        fd = self._fd()
-        try:
-            if view is not None:
-                c1 = self.chunks[1]
-                return self._chunk(fd, (row, view // c1) + (0,) * (len(self.shape) - 2))[0, view % c1]
-            rest = (0,) * (len(self.shape) - 2)
-            parts = [self._chunk(fd, (row, j) + rest)[0] for j in range(self.grid[1])] if len(self.shape) > 1 else []
-            return np.concatenate(parts)[: self.shape[1]] if parts else self._chunk(fd, (row,))[0]
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    def read_all(self) -> np.ndarray:
-        return np.stack([self.read(r) for r in range(self.shape[0])])
-
-
-def farthest_point_sample(points: np.ndarray, m: int) -> np.ndarray:
-    """Indices of ``min(m, n)`` farthest points, starting at point 0."""
-    n = len(points)
-    m = min(m, n)
-    idx = np.zeros(m, dtype=np.int64)
-    dist = np.full(n, np.inf)
-    pts = points.astype(np.float64)
-    for k in range(1, m):
-        np.minimum(dist, ((pts - pts[idx[k - 1]]) ** 2).sum(axis=1), out=dist)
-        idx[k] = int(dist.argmax())
-    return idx
 
 
 def sample_indices(n: int, m: int, method: str, rng: np.random.Generator, points: np.ndarray) -> np.ndarray:
@@ -140,7 +43,7 @@ def sample_indices(n: int, m: int, method: str, rng: np.random.Generator, points
             return rng.choice(n, m, replace=False)
         return np.concatenate([np.arange(n), rng.integers(0, n, m - n)])
     if method == "fps":
-        return np.resize(farthest_point_sample(points[:n], m), m)
+        return farthest_point_sample(points[None, :n].astype(np.float64), m, start=0)[0]  # float64 distances
     return np.arange(m) % n
 
 
@@ -177,7 +80,7 @@ class CmaDataset(torch.utils.data.Dataset):
             rows = reader.index_rows()
         except CmaError as exc:
             raise TrainError(str(exc)) from None
-        self.root = reader.root
+        self.reader, self.root = reader, reader.root
         self.kind, self.num_points, self.sampling, self.normalize = kind, num_points, sampling, normalize
         self.augment, self.views, self.view_choice, self.seed = augment, views, view_choice, seed
         self.image, self.with_fused, self.view_points = image, with_fused, view_points
@@ -202,11 +105,12 @@ class CmaDataset(torch.utils.data.Dataset):
         self.labels = np.array([int(r["label"]) if r.get("label", "").lstrip("-").isdigit() else -1 for r in rows],
                                dtype=np.int64)
         needed = self.required_arrays(kind, image=image, with_fused=with_fused, view_points=view_points)
+        present = set(reader.shard_names())
         for shard in sorted({o.shard for o in self.objects}):
-            if not (self.root / "shards" / shard / "zarr.json").is_file():
+            if shard not in present:
                 raise TrainError(f"{self.root}: shard {shard} listed in index.csv is missing (run cma-build render "
                                  "on this dataset again to rebuild the index)")
-            missing = [a for a in needed if not (self.root / "shards" / shard / a / "zarr.json").is_file()]
+            missing = [a for a in needed if not reader.has_array(shard, a)]
             if missing:
                 raise TrainError(f"{self.root}: shard {shard} lacks {', '.join(missing)}, needed by sample kind "
                                  f"'{kind}' (render the dataset again with the current cma-build)")
@@ -242,29 +146,12 @@ class CmaDataset(torch.utils.data.Dataset):
 
     def _state(self) -> dict:
         if self._cache is None or self._cache["pid"] != os.getpid():
-            self._cache = {"pid": os.getpid(), "arrays": OrderedDict(), "small": {}}
+            self._cache = {"pid": os.getpid(), "small": {}}
         return self._cache
-
-    def _array(self, shard: str, name: str):
-        arrays = self._state()["arrays"]
-        key = (shard, name)
-        if key in arrays:
-            arrays.move_to_end(key)
-            return arrays[key]
-        folder = self.root / "shards" / shard / name
-        arr = ShardArray.open(folder) or zarr.open_array(folder, mode="r")
-        arrays[key] = arr
-        if len(arrays) > _MAX_OPEN_ARRAYS:
-            arrays.popitem(last=False)
-        return arr
 
     def _read(self, name: str, j: int, view: int | None = None) -> np.ndarray:
         """Object j's row of array ``name`` (or one view of it)."""
-        obj = self.objects[j]
-        arr = self._array(obj.shard, name)
-        if isinstance(arr, ShardArray):
-            return arr.read(obj.row, view)
-        return arr[obj.row] if view is None else arr[obj.row, view]
+        return self.reader.read(self.objects[j], name, view)
 
     def view_point_counts(self, j: int) -> np.ndarray:
         """(V,) number of points each view of object j back-projected (``view_point_count``)."""
@@ -276,8 +163,7 @@ class CmaDataset(torch.utils.data.Dataset):
         small = self._state()["small"]
         key = (obj.shard, name)
         if key not in small:
-            arr = self._array(obj.shard, name)
-            small[key] = arr.read_all() if isinstance(arr, ShardArray) else arr[:]
+            small[key] = self.reader.read_shard(obj.shard, name)
         return small[key][obj.row]
 
     # --- samples --------------------------------------------------------------------------
@@ -300,7 +186,7 @@ class CmaDataset(torch.utils.data.Dataset):
         """(A, t): normalization then the random similarity, composed into one transform."""
         A, t = np.eye(3), np.zeros(3)
         if self.normalize:
-            s, t = T.normalize_params(stats)
+            s, t = normalize_params(stats)
             A = s * A
         if self.augment is not None:
             A1, t1 = T.random_similarity(self.augment, rng, cameras)

@@ -50,14 +50,6 @@ def rotation_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def normalize_params(points: np.ndarray) -> tuple[float, np.ndarray]:
-    """(s, t) with ``s X + t`` centered at the centroid and of max norm 1 (Point-BERT's pc_normalize)."""
-    center = points.mean(axis=0, dtype=np.float64)
-    radius = float(np.sqrt(((points - center) ** 2).sum(axis=1).max())) if len(points) else 0.0
-    s = 1.0 / radius if radius > 1e-12 else 1.0  # an empty view: leave the scale alone
-    return s, -s * center
-
-
 def random_similarity(aug: Augment, rng: np.random.Generator, cameras: bool) -> tuple[np.ndarray, np.ndarray]:
     """(A, t) for ``X' = A X + t``: scale, then rotation about +y, then translation. ``A = s R``
     unless ``cameras`` is false and ``aug.anisotropic`` (then ``A = R diag(s)``)."""
@@ -143,11 +135,3 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, brightness: float, c
         out *= f
         out += (1 - f) * gray
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def project(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray) -> np.ndarray:
-    """Pixel (v, u) of world points (P, 3) (integer pixel centers)."""
-    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    u = K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 1] * cam[:, 1] / cam[:, 2] + K[0, 2]
-    v = K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]
-    return np.stack([v, u], axis=1)

@@ -48,6 +48,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cma_builder.geometry.normalize import normalize_clouds
+
 from ..engine.progress import epoch_line, progress_bar
 from ..engine.schedule import make_scheduler
 from ..engine.trainer import param_groups
@@ -210,14 +212,6 @@ def part_miou(pred, seg, labels, parts_of_class: Sequence[Sequence[int]], class_
 # ------------------------------------------------------------------------------------ fine-tuning
 
 
-def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
-    """(N, P, 3) clouds, each moved to its centroid and scaled so its farthest point has norm 1."""
-    points = np.asarray(points, dtype=np.float32)
-    centered = points - points.mean(axis=1, keepdims=True)
-    radius = np.linalg.norm(centered, axis=-1).max(axis=1)
-    return (centered / np.where(radius > 0, radius, 1.0)[:, None, None]).astype(np.float32)
-
-
 def encoder_config(encoder_cfg: dict) -> dict:
     """The ``PointTransformerEncoder`` keyword arguments of ``encoder_cfg``: either those arguments
     themselves or an export-like dict ``{"model": name, "config": {...}}`` (``pcssl-train export``);
@@ -323,9 +317,9 @@ def finetune_partseg(encoder_cfg: dict, encoder_state: dict | None, train: Point
         load_encoder_state(model.encoder, encoder_state)
     model.to(device)
 
-    train_pts = torch.from_numpy(normalize_unit_sphere(train.points))
+    train_pts = torch.from_numpy(normalize_clouds(train.points))
     train_lab, train_seg = torch.from_numpy(train.labels), torch.from_numpy(train.seg)
-    test_pts = torch.from_numpy(normalize_unit_sphere(test.points))
+    test_pts = torch.from_numpy(normalize_clouds(test.points))
     test_lab, test_seg = torch.from_numpy(test.labels), torch.from_numpy(test.seg)
 
     steps = len(train) // batch  # drop_last, as Point-MAE

@@ -1,6 +1,7 @@
 """CrossAlignNet's mask alignment (Eq. 1-2): project each point patch center into the view with
-K / world_to_cam, find the S x S image patch holding it, and derive the image mask from the point
-mask. Pure tensor functions, batched; the CrossAlignNet model builds on them.
+K / world_to_cam (``pcssl_train.ops.project``, Eq. 1), find the S x S image patch holding it, and
+derive the image mask from the point mask. Pure tensor functions, batched; the CrossAlignNet model
+builds on them.
 
 Conventions (docs/CONVENTIONS.md): OpenCV camera, pixel (v, u) with integer pixel centers, so
 pixel row r covers v in [r - 0.5, r + 0.5) and image patch row = r // S. Image patches are indexed
@@ -13,21 +14,6 @@ import torch
 import torch.nn.functional as F
 
 STRATEGIES = ("random", "correspondence", "complementary")
-
-
-def project_points(xyz: torch.Tensor, K: torch.Tensor, world_to_cam: torch.Tensor) -> torch.Tensor:
-    """(B,G,3) world points, (B,3,3), (B,4,4) -> (B,G,2) pixel coordinates (v, u) (Eq. 1).
-
-    Computed in float32 (or wider) even under bf16 autocast: a bf16 matmul would move pixels by
-    ~1e-3 of their distance from the image center, enough to change the image patch of a point."""
-    dtype = torch.promote_types(torch.promote_types(xyz.dtype, world_to_cam.dtype), torch.float32)
-    with torch.autocast(xyz.device.type, enabled=False):
-        xyz, K, world_to_cam = xyz.to(dtype), K.to(dtype), world_to_cam.to(dtype)
-        cam = xyz @ world_to_cam[:, :3, :3].transpose(1, 2) + world_to_cam[:, None, :3, 3]
-        z = cam[..., 2].clamp_min(1e-9)
-        u = K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]
-        v = K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]
-        return torch.stack([v, u], dim=-1)
 
 
 def image_patch_index(pixels: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:

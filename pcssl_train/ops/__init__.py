@@ -9,6 +9,7 @@ from .chamfer import chamfer_distance, nearest_neighbor_dist2
 from .fps import farthest_point_sample
 from .grouping import Patches, gather_points, group_patches, normalize_patches
 from .knn import HAS_PYTORCH3D, knn, knn_graph
+from .projection import project
 
 __all__ = [
     "HAS_PYTORCH3D",
@@ -21,4 +22,5 @@ __all__ = [
     "knn_graph",
     "nearest_neighbor_dist2",
     "normalize_patches",
+    "project",
 ]

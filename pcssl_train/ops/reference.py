@@ -17,11 +17,17 @@ def _dist2(a: list[float], b: list[float]) -> float:
     return sum((u - v) ** 2 for u, v in zip(a, b))
 
 
-def farthest_point_sample_ref(xyz: Tensor, n: int) -> Tensor:
-    """(B, n) FPS indices: start at 0, then the point farthest from the chosen set, lowest index on ties."""
+def farthest_point_sample_ref(xyz: Tensor, n: int, start: int | str = 0) -> Tensor:
+    """(B, n) FPS indices: start at index ``start`` (or, for "centroid", at the point farthest from the
+    centroid), then the point farthest from the chosen set, lowest index on ties."""
     out = []
     for cloud in xyz.double().tolist():
-        chosen = [0] if n > 0 else []
+        first = start
+        if start == "centroid":
+            centroid = [sum(c) / len(cloud) for c in zip(*cloud)]
+            spread = [_dist2(p, centroid) for p in cloud]
+            first = spread.index(max(spread))
+        chosen = [first] if n > 0 else []
         while len(chosen) < n:
             best, best_d = -1, -1.0
             for i, p in enumerate(cloud):
