@@ -102,6 +102,36 @@ def _at_least(low: int):
 AT_LEAST_0, AT_LEAST_1, AT_LEAST_2 = _at_least(0), _at_least(1), _at_least(2)
 
 
+def method_names() -> list[str]:
+    """The registered pretraining methods, in registration order (imports torch: call it late)."""
+    from .methods import METHODS
+
+    return list(METHODS)
+
+
+class MethodsOption(click.Option):
+    """An option whose help text (``{methods}``: "a, b or c") and, with ``all_methods=True``, default
+    ("a,b,c") name the registered methods. They are read from the registry only when needed, so a
+    bare ``pcssl-train`` does not wait for torch to import."""
+
+    def __init__(self, *args, all_methods: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.all_methods = all_methods
+
+    def get_default(self, ctx, call=True):
+        return ",".join(method_names()) if self.all_methods else super().get_default(ctx, call)
+
+    def get_help_record(self, ctx):
+        if not self.help:
+            return super().get_help_record(ctx)
+        names = method_names()
+        template, self.help = self.help, self.help.format(methods=f"{', '.join(names[:-1])} or {names[-1]}")
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
+
+
 def _dataset_folder(path: Path, option: str = "--data") -> None:
     """A dataset folder that is a file: say so (reading it would call it 'no such dataset folder')."""
     from .errors import TrainError
@@ -117,8 +147,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--method", "-m", help="point-mae, serp-pointnet, serp-transformer, vasp, crossalignnet or mm-point "
-              "(or from --config).")
+@click.option("--method", "-m", cls=MethodsOption, help="{methods} (or from --config).")
 @click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="A cma-build dataset folder.")
 @click.option("--config", "-c", help="YAML file, or a bundled config name (e.g. point-mae-tiny); merged over the "
                                      "method's published defaults.")
@@ -278,8 +307,7 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
               help="Folder for the dataset, runs and results (reused: finished work is skipped).")
 @click.option("--data", "-d", type=click.Path(path_type=Path), help="Use this cma-build dataset instead of "
               "rendering the mini-ShapeNet.")
-@click.option("--methods", default=",".join(("point-mae", "serp-pointnet", "serp-transformer", "vasp",
-                                              "crossalignnet", "mm-point")), show_default=True)
+@click.option("--methods", cls=MethodsOption, all_methods=True, show_default=True)
 @click.option("--per-category", default=48, show_default=True, callback=AT_LEAST_1,
               help="Mini-ShapeNet models per category.")
 @click.option("--epochs", default=60, show_default=True, callback=AT_LEAST_1, help="Pretraining epochs per method.")

@@ -131,3 +131,46 @@ def test_create_model_errors():
         create_model("no_such_net")
     with pytest.raises(TrainError, match="unknown config key"):
         create_model("pointnet", width=3)
+
+
+# ------------------------------------------------------------------------- shared interfaces
+
+ENCODER_CONFIGS = {"point_transformer": dict(num_group=8, group_size=8, width=32, depth=1, num_heads=2, cls_token=True),
+                   "pointnet_encoder": dict(feature_transform=False), "dgcnn_encoder": dict(k=4, emb_dims=32)}
+
+
+def reference_features(name, encoder, x):
+    """The pooled features as the evaluation computed them per architecture before ``forward_features``."""
+    if name == "point_transformer":
+        tokens = encoder.forward_points(x)[:, 1:]
+        return torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
+    if name == "pointnet_encoder":
+        per_point = encoder.mlp2(encoder(x)["local"])
+        return torch.cat([per_point.amax(dim=2), per_point.mean(dim=2)], dim=-1)
+    return encoder(x)
+
+
+@pytest.mark.parametrize("name", ["point_transformer", "pointnet_encoder", "dgcnn_encoder"])
+def test_point_encoders_share_forward_features_and_have_a_classifier(name):
+    from pcssl_train.models import create_classifier, point_encoders
+
+    assert point_encoders() == ["point_transformer", "pointnet_encoder", "dgcnn_encoder"]
+    torch.manual_seed(0)
+    encoder = create_model(name, **ENCODER_CONFIGS[name]).eval()
+    x = cloud(3, 64)
+    with torch.no_grad():
+        assert torch.equal(encoder.forward_features(x), reference_features(name, encoder, x))
+    model = create_classifier(name, ENCODER_CONFIGS[name], num_classes=5, drop_path=0.2)
+    missing, unexpected = model.encoder.load_state_dict(encoder.state_dict(), strict=False)
+    assert not missing and not unexpected
+    assert model.eval()(x).shape == (3, 5)
+
+
+def test_heads_keep_their_parameter_names():
+    """Checkpoints store these names: a head moved between modules must not rename them."""
+    from pcssl_train.models.heads import ClassificationHead, PatchReconstructionHead, ProjectionHead
+
+    assert [k for k in ProjectionHead(4, 8, 2).state_dict() if not k.startswith("1.")] == [
+        "0.weight", "0.bias", "3.weight", "3.bias"]
+    assert list(PatchReconstructionHead(8, 4).state_dict()) == ["proj.weight", "proj.bias"]
+    assert {k.split(".")[1] for k in ClassificationHead(8, 3).state_dict()} == {"0", "1", "4", "5", "8"}

@@ -13,10 +13,10 @@ from pcssl_train.data import CmaDataset
 from pcssl_train.engine.config import load_config
 from pcssl_train.engine.trainer import pretrain
 from pcssl_train.methods import create_method
-from pcssl_train.methods.mask_alignment import project_points, resize_view
+from pcssl_train.methods.mask_alignment import resize_view
 from pcssl_train.models import create_model
 from pcssl_train.models.blocks import TransformerStack
-from pcssl_train.ops import gather_points
+from pcssl_train.ops import gather_points, project
 
 TINY = load_config("crossalignnet", "crossalignnet-tiny")["model"]
 
@@ -83,7 +83,7 @@ def test_resized_view_keeps_the_projection(batch):
     stored = gather_points(batch["pixels"].float(), torch.arange(0, 256, 16).expand(len(batch["points"]), -1))
     rgb, K = resize_view(batch["rgb"], batch["K"], 32)
     assert rgb.shape[-2:] == (32, 32)
-    pix = project_points(patches_center, K, batch["world_to_cam"])
+    pix = project(patches_center, K, batch["world_to_cam"])[0]
     torch.testing.assert_close(pix, (stored + 0.5) * 0.5 - 0.5, atol=1e-3, rtol=0)
 
 
@@ -96,7 +96,7 @@ def test_model_inputs_follow_the_aligned_masks(strategy, batch):
     m = method.align(batch["points"], K, batch["world_to_cam"])
     assert not m.fallback.any()
     # the alignment property: where each point patch's center lands
-    pix = project_points(m.patches.center, K, batch["world_to_cam"])
+    pix = project(m.patches.center, K, batch["world_to_cam"])[0]
     cell = (torch.floor(pix[..., 0] + 0.5).long() // 8) * 4 + torch.floor(pix[..., 1] + 0.5).long() // 8
     lands_masked = m.image_mask.gather(1, cell)
     if strategy == "correspondence":

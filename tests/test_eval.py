@@ -150,7 +150,7 @@ def test_pooled_features_are_max_and_mean(name, config, dim):
     g = extract_features(enc, pts * 3.5 + np.float32([1, -2, 0.5]), batch_size=3)
     np.testing.assert_allclose(f, g, atol=1e-4)
     if name == "point_transformer":
-        from pcssl_train.eval.features import normalize_clouds
+        from cma_builder.geometry.normalize import normalize_clouds
 
         x = torch.from_numpy(normalize_clouds(pts))
         with torch.no_grad():

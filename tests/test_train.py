@@ -169,6 +169,61 @@ def test_help_has_examples():
         assert proc.returncode == 0 and "Example" in proc.stdout, cmd
 
 
+# --- registries ---------------------------------------------------------------------------------
+def test_each_method_registers_itself_in_its_own_file():
+    import pcssl_train.methods as methods
+
+    for name, cls in METHODS.items():
+        assert cls.name == name and cls.__module__.startswith("pcssl_train.methods.")
+        assert cls.__module__ != methods.__name__
+    assert METHODS.lookup("Point_MAE") is METHODS["point-mae"]
+    with pytest.raises(TrainError, match="unknown method 'nope'; known: crossalignnet, mm-point"):
+        create_method("nope")
+
+
+def test_every_method_has_its_bundled_configs_and_every_config_a_method():
+    from pcssl_train.engine.config import bundled_configs, read_yaml
+    from pcssl_train.configs import CONFIG_DIR
+
+    expected = sorted([*METHODS, *(f"{m}-tiny" for m in METHODS)])
+    assert bundled_configs() == expected
+    for stem in bundled_configs():
+        assert read_yaml(CONFIG_DIR / f"{stem}.yaml")["method"] == stem.removesuffix("-tiny")
+
+
+def test_method_defaults_are_written_only_in_the_bundled_config():
+    """The constructors declare no defaults; each argument is a key of the bundled ``model`` section
+    and each key there an argument, so create_method(name) builds the published model."""
+    import inspect
+
+    from pcssl_train.configs import model_defaults
+    from pcssl_train.models.registry import accepted_kwargs
+
+    for name, cls in METHODS.items():
+        for klass in cls.__mro__[:cls.__mro__.index(torch.nn.Module)]:
+            if "__init__" in klass.__dict__:
+                params = inspect.signature(klass.__init__).parameters.values()
+                assert not [p.name for p in params if p.default is not p.empty], klass
+        assert sorted(accepted_kwargs(cls)) == sorted(model_defaults(name)), name
+
+
+def test_docs_and_cli_list_the_registered_methods():
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from pcssl_train.cli import cli
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "TRAINING.md").read_text()
+    table = text.split("## Methods\n", 1)[1].strip().split("\n\n")[0]   # the table under "## Methods"
+    assert [row.split("`")[1] for row in table.splitlines()[2:]] == list(METHODS)
+    names = list(METHODS)
+    pretrain_help = " ".join(CliRunner().invoke(cli, ["pretrain", "--help"]).output.split())
+    assert f"{', '.join(names[:-1])} or {names[-1]} (or from --config)" in pretrain_help
+    benchmark_help = "".join(CliRunner().invoke(cli, ["benchmark", "--help"]).output.split())
+    assert f"[default:{','.join(names)}]" in benchmark_help
+
+
 def test_weight_decay_groups():
     from pcssl_train.engine.trainer import param_groups
 

@@ -1,1 +1,23 @@
-"""Bundled YAML run configs (published settings and tiny CPU ones)."""
+"""Bundled YAML run configs (published settings and tiny CPU ones). A method's ``<method>.yaml``
+is the one place its defaults are written: its ``model`` section is what the method's constructor
+gets for every argument a caller leaves out (``pcssl_train.methods.create_method``)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _bundled(name: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+
+
+def model_defaults(method: str) -> dict:
+    """The ``model`` section of the bundled ``<method>.yaml`` (a fresh copy)."""
+    return copy.deepcopy(_bundled(method)["model"])

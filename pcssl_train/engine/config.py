@@ -16,12 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from ..configs import CONFIG_DIR
 from ..data import Augment
 from ..errors import TrainError
 from ..methods import method_class
 from ..methods.perturb import OVERLAPS
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def bundled_configs() -> list[str]:

@@ -42,13 +42,13 @@ import torch
 
 from ..data import CmaDataset
 from ..errors import TrainError
+from ..methods import METHODS  # every registered method, in registration order
 from .features import extract_features, load_spec
 from .fewshot import few_shot
 from .pointset import PointSet
 from .readers import read_cma
 from .svm import c_choice, linear_svm
 
-METHODS = ("point-mae", "serp-pointnet", "serp-transformer", "vasp", "crossalignnet", "mm-point")
 RENDER_ARGS = ["--resolution", "64", "--views", "4", "--samples", "8", "--view-points", "512",
                "--fused-points", "2048"]
 

@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.transforms import normalize_params
-from ..errors import TrainError
-from ..models import create_model
-from ..models.point_transformer import PointTransformerEncoder
+from cma_builder.geometry.normalize import normalize_clouds
 
-ENCODERS = ("point_transformer", "pointnet_encoder", "dgcnn_encoder")
+from ..errors import TrainError
+from ..models import create_model, point_encoders
 
 
 @dataclass
@@ -37,8 +35,9 @@ class EncoderSpec:
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         """The module; at random init its weights depend only on ``seed``."""
-        if self.name not in ENCODERS:
-            raise TrainError(f"{self.source}: cannot evaluate encoder '{self.name}' (expected one of {', '.join(ENCODERS)})")
+        if self.name not in point_encoders():
+            raise TrainError(f"{self.source}: cannot evaluate encoder '{self.name}' "
+                             f"(expected one of {', '.join(point_encoders())})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = create_model(self.name, **self.config)
@@ -68,27 +67,10 @@ def load_spec(source: str | os.PathLike, which: str = "last") -> EncoderSpec:
     return EncoderSpec(got.name, got.config, got.weights, str(path), got.label, got.epoch)
 
 
-def normalize_clouds(points: np.ndarray) -> np.ndarray:
-    """Each (P,3) cloud centered at its centroid and scaled to max norm 1 (float32)."""
-    out = np.empty_like(points, dtype=np.float32)
-    for i, p in enumerate(points):
-        s, t = normalize_params(p)
-        out[i] = p * s + t
-    return out
-
-
 def pooled(encoder: torch.nn.Module, xyz: torch.Tensor) -> torch.Tensor:
-    """(B,N,3) normalized clouds -> (B,D) max + mean pooled features."""
-    if isinstance(encoder, PointTransformerEncoder):
-        tokens = encoder.forward_points(xyz)
-        if encoder.cls_token is not None:
-            tokens = tokens[:, 1:]
-        return torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
-    if hasattr(encoder, "mlp2"):  # PointNet trunk: per-point 1024-d features before its max pool
-        out = encoder(xyz)
-        per_point = encoder.mlp2(out["local"])
-        return torch.cat([per_point.amax(dim=2), per_point.mean(dim=2)], dim=-1)
-    return encoder(xyz)  # DGCNN: already max + mean
+    """(B,N,3) normalized clouds -> (B,D) max + mean pooled features: every point encoder's
+    ``forward_features``."""
+    return encoder.forward_features(xyz)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from ..engine.progress import epoch_line, progress_bar
 from ..engine.schedule import make_scheduler
 from ..engine.trainer import param_groups
 from ..errors import TrainError
-from ..models import create_model
+from ..models import create_classifier, point_encoders
 from ..models.pointnet import PointNetClassifier, feature_transform_regularizer
 from .features import EncoderSpec, normalize_clouds
 from .pointset import PointSet
@@ -65,16 +65,9 @@ def warmup_steps(epochs: int, steps_per_epoch: int, warmup_epochs: float = 10) -
 
 def classifier(spec: EncoderSpec, num_classes: int, drop_path: float) -> torch.nn.Module:
     """The downstream classifier of the encoder's architecture, with the encoder's weights loaded."""
-    if spec.name == "point_transformer":
-        cfg = {k: v for k, v in spec.config.items() if k != "cls_token"}
-        cfg["drop_path"] = drop_path
-        model = create_model("point_transformer_cls", num_classes=num_classes, **cfg)
-    elif spec.name == "pointnet_encoder":
-        model = create_model("pointnet", num_classes=num_classes, **spec.config)
-    elif spec.name == "dgcnn_encoder":
-        model = create_model("dgcnn", num_classes=num_classes, **spec.config)
-    else:
+    if spec.name not in point_encoders():
         raise TrainError(f"{spec.source}: no classifier for encoder '{spec.name}'")
+    model = create_classifier(spec.name, spec.config, num_classes, drop_path)
     if spec.state_dict is not None:
         missing, unexpected = model.encoder.load_state_dict(spec.state_dict, strict=False)
         bad = [k for k in missing if k not in ("cls_token", "cls_pos")] + list(unexpected)

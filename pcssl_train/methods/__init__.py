@@ -1,35 +1,11 @@
-"""Pretraining methods by name: ``create_method("point-mae", **model_cfg)``."""
+"""Pretraining methods by name: ``create_method("point-mae", **model_cfg)``. Each method registers
+itself (``@register_method``) in its own file; importing this package imports them all, in the order
+the CLI and the benchmark list them."""
 
 from __future__ import annotations
 
-from ..errors import TrainError
-from ..models.registry import check_kwargs
+from . import point_mae, serp_pointnet, serp_transformer, vasp, cross_align_net, mm_point  # noqa: F401  (registration)
 from .base import Method
-from .cross_align_net import CrossAlignNet
-from .mm_point import MMPoint
-from .point_mae import PointMAE
-from .serp_pointnet import SeRPPointNet
-from .serp_transformer import SeRPTransformer
-from .vasp import VASP
+from .registry import METHODS, create_method, method_class, register_method
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (PointMAE, SeRPPointNet, SeRPTransformer, VASP, CrossAlignNet,
-                                                     MMPoint)}
-
-
-def method_class(name: str) -> type[Method]:
-    key = name.lower().replace("_", "-")
-    if key not in METHODS:
-        raise TrainError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[key]
-
-
-def create_method(name: str, **cfg) -> Method:
-    cls = method_class(name)
-    check_kwargs(cls, cfg, f"method {cls.name!r} model")
-    try:
-        return cls(**cfg)
-    except (ValueError, TypeError) as e:
-        raise TrainError(f"method {cls.name!r} model config: {e}") from None
-
-
-__all__ = ["METHODS", "Method", "create_method", "method_class"]
+__all__ = ["METHODS", "Method", "create_method", "method_class", "register_method"]

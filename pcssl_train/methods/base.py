@@ -9,9 +9,10 @@ import torch.nn as nn
 class Method(nn.Module):
     """A self-supervised objective around a backbone.
 
-    ``kind``: the CmaDataset sample kind it trains on. ``forward(batch)`` returns a dict with
-    ``loss`` (scalar to minimize) and any detached terms to log. ``encoder_export()`` gives the
-    registry name, config and weights of the pretrained point encoder for downstream use.
+    ``name``: its registry name (set by ``@register_method``). ``kind``: the CmaDataset sample kind it
+    trains on. ``forward(batch)`` returns a dict with ``loss`` (scalar to minimize) and any detached
+    terms to log. ``encoder_export()`` gives the registry name, config and weights of the pretrained
+    point encoder for downstream use.
     """
 
     name: str = ""

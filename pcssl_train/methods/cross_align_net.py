@@ -22,23 +22,18 @@ import torch.nn as nn
 
 from ..losses import ChamferLoss, SymmetricInfoNCELoss
 from ..models.blocks import CrossBlock, TransformerStack, drop_path_rates, init_weights
+from ..models.heads import PatchReconstructionHead, ProjectionHead
 from ..models.image_transformer import ImageTransformerEncoder
 from ..models.point_transformer import PointTransformerEncoder, position_mlp
 from ..ops.grouping import Patches
+from ..ops.projection import project
 from .base import Method
-from .mask_alignment import STRATEGIES, align_masks, image_patch_index, patch_cells, project_points, resize_view
-from .point_mae import PatchReconstructionHead, random_patch_mask
+from .mask_alignment import STRATEGIES, align_masks, image_patch_index, patch_cells, resize_view
+from .point_mae import random_patch_mask
+from .registry import register_method
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ProjectionHead(nn.Sequential):
-    """Two fully connected layers, BatchNorm + ReLU after the first only (the paper's G and H heads)."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int):
-        super().__init__(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))
 
 
 class CrossDecoder(nn.Module):
@@ -70,16 +65,14 @@ class AlignedMasks:
     fallback: torch.Tensor      # (B,) bool
 
 
+@register_method("crossalignnet")
 class CrossAlignNet(Method):
-    name = "crossalignnet"
     kind = "view"
 
-    def __init__(self, num_group: int = 64, group_size: int = 32, width: int = 384, depth: int = 12,
-                 num_heads: int = 6, drop_path: float = 0.1, image_size: int = 224, patch_size: int = 16,
-                 image_depth: int = 12, image_heads: int = 6, mask_ratio: float = 0.6,
-                 image_mask: str = "complementary", gsa: bool = True, lmr: bool = True, gsa_weight: float = 1e-4,
-                 gsa_depth: int = 4, lmr_cross_depth: int = 2, lmr_self_depth: int = 2, decoder_heads: int = 6,
-                 proj_hidden: int = 384, proj_dim: int = 256, temperature: float = 0.07):
+    def __init__(self, num_group: int, group_size: int, width: int, depth: int, num_heads: int, drop_path: float,
+                 image_size: int, patch_size: int, image_depth: int, image_heads: int, mask_ratio: float,
+                 image_mask: str, gsa: bool, lmr: bool, gsa_weight: float, gsa_depth: int, lmr_cross_depth: int,
+                 lmr_self_depth: int, decoder_heads: int, proj_hidden: int, proj_dim: int, temperature: float):
         super().__init__()
         if image_mask not in STRATEGIES:
             raise ValueError(f"image_mask must be one of {', '.join(STRATEGIES)}, got {image_mask!r}")
@@ -132,7 +125,7 @@ class CrossAlignNet(Method):
         size, patch = self.image_encoder.image_size, self.image_encoder.patch_size
         num_image = self.image_encoder.num_patches
         mask = random_patch_mask(b, g, self.mask_ratio, xyz.device)
-        cell = image_patch_index(project_points(patches.center, K, world_to_cam), size, size, patch)
+        cell = image_patch_index(project(patches.center, K, world_to_cam)[0], size, size, patch)
         point_mask, image_mask = align_masks(mask, cell, num_image, self.image_mask)
         fallback = point_mask.all(dim=1)
         if self.image_mask != "random":

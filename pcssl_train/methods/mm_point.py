@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from ..errors import TrainError
 from ..losses import NTXentLoss
 from ..models.dgcnn import DGCNNEncoder
+from ..models.heads import ProjectionHead
 from ..models.image_transformer import ImageTransformerEncoder
 from ..models.point_transformer import PointTransformerEncoder
 from ..models.resnet import ResNet
 from .base import Method
 from .multiview_augment import augment_clouds, augment_images, strength_levels
+from .registry import register_method
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,27 +42,16 @@ class ViewCountError(TrainError, ValueError):
     TrainError so the CLI reports it in one line)."""
 
 
-class ProjectionHead(nn.Sequential):
-    """Linear(in, hidden) - BatchNorm1d - ReLU - Linear(hidden, out) (CrossPoint's ``inv_head``)."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int):
-        super().__init__(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))
-
-
+@register_method("mm-point")
 class MMPoint(Method):
-    name = "mm-point"
     kind = "multiview"
 
-    def __init__(self, point_encoder: str = "dgcnn", k: int = 20, emb_dims: int = 1024,
-                 num_group: int = 64, group_size: int = 32, width: int = 384, depth: int = 12, num_heads: int = 6,
-                 drop_path: float = 0.1, image_encoder: str = "resnet", image_size: int = 224,
-                 resnet_width: int = 64, resnet_layers: Sequence[int] = (2, 2, 2, 2), patch_size: int = 16,
-                 image_width: int = 384, image_depth: int = 12, image_heads: int = 6, views: int = 4,
-                 multi_mlp: bool = True, proj_hidden: int = 512, proj_dim: int = 256, intra: bool = True,
-                 inter: bool = True, temperature: float = 0.1, strength_min: float = 0.2, strength_max: float = 1.0,
-                 rotate_deg: float = 180.0, scale_low: float = 2.0 / 3.0, scale_high: float = 1.5,
-                 translate: float = 0.2, jitter_sigma: float = 0.01, jitter_clip: float = 0.05):
+    def __init__(self, point_encoder: str, k: int, emb_dims: int, num_group: int, group_size: int, width: int,
+                 depth: int, num_heads: int, drop_path: float, image_encoder: str, image_size: int, resnet_width: int,
+                 resnet_layers: Sequence[int], patch_size: int, image_width: int, image_depth: int, image_heads: int,
+                 views: int, multi_mlp: bool, proj_hidden: int, proj_dim: int, intra: bool, inter: bool,
+                 temperature: float, strength_min: float, strength_max: float, rotate_deg: float, scale_low: float,
+                 scale_high: float, translate: float, jitter_sigma: float, jitter_clip: float):
         super().__init__()
         if point_encoder not in POINT_ENCODERS:
             raise ValueError(f"point_encoder must be one of {', '.join(POINT_ENCODERS)}, got {point_encoder!r}")

@@ -12,8 +12,10 @@ import torch.nn as nn
 
 from ..losses import ChamferLoss
 from ..models.blocks import TransformerStack
+from ..models.heads import PatchReconstructionHead
 from ..models.point_transformer import PointTransformerEncoder, position_mlp
 from .base import Method
+from .registry import register_method
 
 
 def random_patch_mask(batch: int, groups: int, ratio: float, device) -> torch.Tensor:
@@ -23,19 +25,6 @@ def random_patch_mask(batch: int, groups: int, ratio: float, device) -> torch.Te
     mask = torch.zeros(batch, groups, dtype=torch.bool, device=device)
     mask.scatter_(1, order[:, :num_mask], True)
     return mask
-
-
-class PatchReconstructionHead(nn.Module):
-    """Per token: Conv1d(width -> 3 x group_size) (Point-MAE ``increase_dim``), reshaped to points."""
-
-    def __init__(self, width: int, group_size: int):
-        super().__init__()
-        self.group_size = group_size
-        self.proj = nn.Conv1d(width, 3 * group_size, 1)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, t, _ = tokens.shape
-        return self.proj(tokens.transpose(1, 2)).transpose(1, 2).reshape(b * t, self.group_size, 3)
 
 
 def xavier_linear_init(module: nn.Module) -> None:
@@ -50,13 +39,12 @@ def xavier_linear_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+@register_method("point-mae")
 class PointMAE(Method):
-    name = "point-mae"
     kind = "fused"
 
-    def __init__(self, num_group: int = 64, group_size: int = 32, width: int = 384, depth: int = 12,
-                 num_heads: int = 6, drop_path: float = 0.1, decoder_depth: int = 4, decoder_heads: int = 6,
-                 mask_ratio: float = 0.6):
+    def __init__(self, num_group: int, group_size: int, width: int, depth: int, num_heads: int, drop_path: float,
+                 decoder_depth: int, decoder_heads: int, mask_ratio: float):
         super().__init__()
         self.encoder_cfg = dict(num_group=num_group, group_size=group_size, width=width, depth=depth,
                                 num_heads=num_heads, drop_path=drop_path)

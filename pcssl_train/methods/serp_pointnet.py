@@ -18,21 +18,20 @@ from ..losses import PerturbationLoss
 from ..models.pointnet import PointNetEncoder, feature_transform_regularizer
 from .base import Method
 from .perturb import perturb_patches, renormalize
+from .registry import register_method
 
 
 def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv1d(cin, cout, 1), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
 
 
+@register_method("serp-pointnet")
 class SeRPPointNet(Method):
-    name = "serp-pointnet"
     kind = "fused"
 
-    def __init__(self, rec: str = "delta", alpha_cls: float = 0.001, alpha_rec: float = 1.5,
-                 input_transform: bool = True, feature_transform: bool = True, perturb_patches: int = 20,
-                 perturb_points: int = 20, perturb_sigma: float = 0.03, feature_reg: float = 0.001,
-                 cls_weights: tuple[float, float] | None = (0.25, 0.75), perturb_overlap: str = "overwrite",
-                 normalize_after_perturb: bool = True):
+    def __init__(self, rec: str, alpha_cls: float, alpha_rec: float, input_transform: bool, feature_transform: bool,
+                 perturb_patches: int, perturb_points: int, perturb_sigma: float, feature_reg: float,
+                 cls_weights: tuple[float, float] | None, perturb_overlap: str, normalize_after_perturb: bool):
         super().__init__()
         self.encoder_cfg = dict(input_transform=input_transform, feature_transform=feature_transform)
         self.perturb = dict(num_patches=perturb_patches, patch_size=perturb_points, sigma=perturb_sigma,

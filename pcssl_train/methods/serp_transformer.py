@@ -15,22 +15,22 @@ import torch.nn as nn
 
 from ..losses import ChamferLoss
 from ..models.blocks import TransformerStack
+from ..models.heads import PatchReconstructionHead
 from ..models.point_transformer import PointTransformerEncoder, position_mlp
 from ..ops import gather_points
 from .base import Method
 from .perturb import perturb_patches, renormalize
-from .point_mae import PatchReconstructionHead
+from .registry import register_method
 
 
+@register_method("serp-transformer")
 class SeRPTransformer(Method):
-    name = "serp-transformer"
     kind = "fused"
 
-    def __init__(self, num_group: int = 64, group_size: int = 32, width: int = 384, depth: int = 12,
-                 num_heads: int = 6, drop_path: float = 0.1, decoder_depth: int = 4, decoder_heads: int = 6,
-                 fusion: str = "concat", patch_norm: str = "std", perturb_patches: int = 20,
-                 perturb_points: int = 20, perturb_sigma: float = 0.03, perturb_overlap: str = "overwrite",
-                 normalize_after_perturb: bool = True, chamfer_over: str = "cloud", rec_center: str = "clean"):
+    def __init__(self, num_group: int, group_size: int, width: int, depth: int, num_heads: int, drop_path: float,
+                 decoder_depth: int, decoder_heads: int, fusion: str, patch_norm: str, perturb_patches: int,
+                 perturb_points: int, perturb_sigma: float, perturb_overlap: str, normalize_after_perturb: bool,
+                 chamfer_over: str, rec_center: str):
         super().__init__()
         if chamfer_over not in ("cloud", "patch"):
             raise ValueError(f"chamfer_over must be 'cloud' or 'patch', got {chamfer_over!r}")

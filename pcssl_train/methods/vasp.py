@@ -12,14 +12,14 @@ import torch
 
 from ..losses import VQLoss
 from ..models.quantizer import VectorQuantizer
+from .registry import register_method
 from .serp_transformer import SeRPTransformer
 
 
+@register_method("vasp")
 class VASP(SeRPTransformer):
-    name = "vasp"
-
-    def __init__(self, num_codes: int = 512, commitment: float = 0.25, restart_after: int = 0,
-                 codebook_weight: float = 0.25, codebook_init: str = "uniform01", **serp):
+    def __init__(self, num_codes: int, commitment: float, restart_after: int, codebook_weight: float,
+                 codebook_init: str, **serp):
         super().__init__(**serp)
         self.quantizer = VectorQuantizer(num_codes, self.encoder_cfg["width"], restart_after, codebook_init)
         self.vq_loss = VQLoss(commitment, codebook_weight)

@@ -1,9 +1,7 @@
-"""Backbones and building blocks; importing this registers every model."""
+"""Backbones and building blocks; importing this registers every model (point encoders first, in
+the order the evaluation lists them)."""
 
-from . import dgcnn, image_transformer, pointnet, point_transformer, resnet  # noqa: F401  (registration)
-from .registry import create_model, list_models, register_model
+from . import point_transformer, pointnet, dgcnn, image_transformer, resnet  # noqa: F401  (registration)
+from .registry import create_classifier, create_model, list_models, point_encoders, register_model
 
-register_model("pointnet_encoder")(pointnet.PointNetEncoder)
-register_model("dgcnn_encoder")(dgcnn.DGCNNEncoder)
-
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_classifier", "create_model", "list_models", "point_encoders", "register_model"]

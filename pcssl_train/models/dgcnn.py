@@ -51,6 +51,7 @@ class EdgeConv(nn.Module):
         return self.mlp(edge_features(x, self.k)).amax(dim=-1)
 
 
+@register_model("dgcnn_encoder")
 class DGCNNEncoder(nn.Module):
     """``forward(xyz (B, N, 3))`` -> (B, 2 * emb_dims): [global max pool, global avg pool] of the
     per-point embedding. Needs ``N >= k``."""
@@ -73,8 +74,12 @@ class DGCNNEncoder(nn.Module):
         x = self.embed(torch.cat(features, dim=1))  # (B, emb_dims, N)
         return torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
 
+    def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(B,N,3) -> (B, 2 x emb_dims) evaluation feature: the encoder's own max + mean embedding."""
+        return self(xyz)
 
-@register_model("dgcnn")
+
+@register_model("dgcnn", classifier_for="dgcnn_encoder")
 class DGCNNClassifier(nn.Module):
     """DGCNN classifier: encoder, then Linear(2*emb_dims, 512, no bias)-BN-LeakyReLU-dropout,
     Linear(512, 256)-BN-LeakyReLU-dropout, Linear(256, num_classes). ``forward(xyz (B, N, 3))`` -> logits."""

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ..ops import group_patches, normalize_patches
 from .blocks import TransformerStack, init_weights
+from .heads import ClassificationHead
 from .registry import register_model
 
 
@@ -130,21 +131,16 @@ class PointTransformerEncoder(nn.Module):
         patches = self.group(xyz)
         return self(patches.neighborhood, patches.center)
 
-
-class ClassificationHead(nn.Module):
-    """Point-MAE's fine-tuning head: 2 x (Linear, BN, ReLU, Dropout) then Linear."""
-
-    def __init__(self, in_dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.5):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden),
-                                 nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
-
-    def forward(self, x):
-        return self.net(x)
+    def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(B,N,3) -> (B, 2 x width) evaluation feature: max and mean over the patch tokens (the cls
+        token, if any, left out)."""
+        tokens = self.forward_points(xyz)
+        if self.cls_token is not None:
+            tokens = tokens[:, 1:]
+        return torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
 
 
-@register_model("point_transformer_cls")
+@register_model("point_transformer_cls", classifier_for="point_transformer")
 class PointTransformerClassifier(nn.Module):
     """Encoder with a cls token; feature = [cls ; max over patch tokens] -> ClassificationHead."""
 
@@ -155,6 +151,12 @@ class PointTransformerClassifier(nn.Module):
         self.encoder = PointTransformerEncoder(num_group, group_size, width, depth, num_heads, drop_path,
                                                cls_token=True, fusion=fusion, patch_norm=patch_norm)
         self.head = ClassificationHead(2 * width, num_classes, dropout=dropout)
+
+    @staticmethod
+    def config_from_encoder(config: dict, drop_path: float) -> dict:
+        """The config for fine-tuning an exported ``point_transformer`` (``config``): the classifier
+        brings its own cls token and takes the fine-tuning drop path."""
+        return {**{k: v for k, v in config.items() if k != "cls_token"}, "drop_path": drop_path}
 
     def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
         x = self.encoder.forward_points(xyz)

@@ -52,6 +52,7 @@ def feature_transform_regularizer(trans: torch.Tensor) -> torch.Tensor:
         return torch.linalg.matrix_norm(eye - trans @ trans.transpose(1, 2)).mean()
 
 
+@register_model("pointnet_encoder")
 class PointNetEncoder(nn.Module):
     """PointNet trunk: ``forward(xyz (B, N, 3))`` -> dict with
 
@@ -68,7 +69,8 @@ class PointNetEncoder(nn.Module):
         self.feature_tnet = TNet(64) if feature_transform else None
         self.mlp2 = shared_mlp([64, 64, 128, 1024])
 
-    def forward(self, xyz: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def local_features(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, 3) -> ``local`` (B, 64, N) and ``feat_transform`` (or None), as in ``forward``."""
         x = xyz.transpose(1, 2)  # (B, 3, N)
         if self.input_tnet is not None:
             x = torch.bmm(self.input_tnet(x).transpose(1, 2), x)  # row-vector points times A
@@ -77,10 +79,20 @@ class PointNetEncoder(nn.Module):
         if self.feature_tnet is not None:
             trans = self.feature_tnet(x)
             x = torch.bmm(trans.transpose(1, 2), x)
+        return x, trans
+
+    def forward(self, xyz: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        x, trans = self.local_features(xyz)
         return {"local": x, "global_feat": self.mlp2(x).amax(dim=2), "feat_transform": trans}
 
+    def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(B,N,3) -> (B, 2048) evaluation feature: max and mean over the per-point 1024-d features
+        (the max is ``global_feat``)."""
+        per_point = self.mlp2(self.local_features(xyz)[0])
+        return torch.cat([per_point.amax(dim=2), per_point.mean(dim=2)], dim=-1)
 
-@register_model("pointnet")
+
+@register_model("pointnet", classifier_for="pointnet_encoder")
 class PointNetClassifier(nn.Module):
     """PointNet classifier: encoder, then FC 512-256 (BN, ReLU, dropout) and a linear layer to logits.
 

@@ -1,4 +1,5 @@
-"""A small model registry in the style of timm: ``@register_model`` and ``create_model(name, **cfg)``."""
+"""Registries in the style of timm: ``@register_model`` and ``create_model(name, **cfg)`` here, and
+the same :class:`Registry` behind ``@register_method`` (``pcssl_train.methods.registry``)."""
 
 from __future__ import annotations
 
@@ -9,31 +10,74 @@ import torch.nn as nn
 
 from ..errors import TrainError
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+class Registry(dict):
+    """Name -> class or factory, in registration order, filled by the ``register`` decorator.
+
+    ``lookup`` answers an unknown name with a one-line TrainError listing the known ones; ``normalize``
+    maps a user-given name to its key (e.g. ``"Point_MAE"`` -> ``"point-mae"``)."""
+
+    def __init__(self, kind: str, normalize: Callable[[str], str] = str):
+        super().__init__()
+        self.kind, self.normalize = kind, normalize
+
+    def register(self, name: str):
+        def deco(fn):
+            if name in self:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self[name] = fn
+            return fn
+
+        return deco
+
+    def lookup(self, name: str):
+        key = self.normalize(name)
+        if key not in self:
+            raise TrainError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self))}")
+        return self[key]
 
 
-def register_model(name: str):
-    """Register a model class or factory under ``name``."""
+MODELS = Registry("model")
+# encoder name -> the registry name of its downstream classifier (``register_model(classifier_for=...)``)
+CLASSIFIERS: dict[str, str] = {}
+
+
+def register_model(name: str, classifier_for: str | None = None):
+    """Register a model class or factory under ``name``; ``classifier_for``: the registry name of the
+    point encoder this model is the downstream classifier of (see :func:`create_classifier`)."""
+    register = MODELS.register(name)
 
     def deco(fn):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = fn
-        return fn
+        if classifier_for is not None:
+            CLASSIFIERS[classifier_for] = name
+        return register(fn)
 
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(MODELS)
 
 
 def create_model(name: str, **cfg) -> nn.Module:
     """Build a registered model; unknown names and unknown config keys are one-line errors."""
-    if name not in _MODELS:
-        raise TrainError(f"unknown model {name!r}; known: {', '.join(list_models())}")
-    check_kwargs(_MODELS[name], cfg, f"model {name!r}")
-    return _MODELS[name](**cfg)
+    fn = MODELS.lookup(name)
+    check_kwargs(fn, cfg, f"model {name!r}")
+    return fn(**cfg)
+
+
+def point_encoders() -> list[str]:
+    """The point encoders that have a downstream classifier (what the evaluation protocols take)."""
+    return list(CLASSIFIERS)
+
+
+def create_classifier(encoder: str, config: dict, num_classes: int, drop_path: float) -> nn.Module:
+    """The downstream classifier of the point encoder ``encoder`` (registry name), built from the
+    encoder's ``config``: the classifier's ``config_from_encoder(config, drop_path)`` if it has one
+    (the config as is otherwise). Its weights are left at their initialization."""
+    name = CLASSIFIERS[encoder]
+    adapt = getattr(MODELS[name], "config_from_encoder", None)
+    return create_model(name, num_classes=num_classes, **(adapt(config, drop_path) if adapt else config))
 
 
 def accepted_kwargs(fn) -> list[str]:
