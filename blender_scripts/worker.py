@@ -1,15 +1,16 @@
 """A persistent render worker: imports bpy once and renders objects sent by the driver.
 
 Started by cma_builder.render.pool as ``python -m blender_scripts.worker --fd-in R --fd-out W``;
-stdout/stderr (Blender's own chatter) go to a per-worker log file. Protocol over the two
-pipes (multiprocessing.connection framing): first message from the driver is the setup
-dict; the worker answers {"type": "ready"}; then each task dict is answered with
-{"type": "started"} and then one result dict; ``None`` asks the worker to exit.
+stdout/stderr (Blender's own chatter) go to a per-worker log file. Over the two pipes
+(multiprocessing.connection framing) go the messages of cma_builder.render.messages: the
+driver's ``Setup`` is answered with ``Ready``; each ``RenderRequest`` with ``Started`` and then
+``Rendered`` or ``Failed``; ``Stop`` ends the worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
 import os
 import time
@@ -23,6 +24,7 @@ from cma_builder.geometry.cameras import blender_matrix_world, camera_rig
 from cma_builder.geometry.visibility import bounding_sphere
 from cma_builder.geometry.pointmaps import point_maps
 from cma_builder.geometry.raycast import MeshRaycaster
+from cma_builder.render.messages import Failed, Ready, Rendered, RenderRequest, Result, Setup, Started, Stop
 from cma_builder.render.settings import RenderSettings
 
 
@@ -31,19 +33,19 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def render_object(scene, settings: RenderSettings, task: dict) -> dict:
+def render_object(scene, settings: RenderSettings, request: RenderRequest) -> Result:
     """Render one object and build its arrays; failures are returned, not raised."""
     t0 = time.perf_counter()
     timings = {}
     try:
-        warnings = scene.load(task["obj_path"])
+        warnings = scene.load(request.obj_path)
         try:
             center, radius, diagonal = bounding_sphere(scene.vertices())
         except ValueError as exc:
             raise RuntimeError(str(exc)) from None
         if radius <= 0:
             raise RuntimeError("the mesh is a single point")
-        K, w2c = camera_rig(settings.viewpoints, task["model_id"], center, radius, settings.fov,
+        K, w2c = camera_rig(settings.viewpoints, request.model_id, center, radius, settings.fov,
                             settings.resolution, settings.distance)
         t1 = time.perf_counter()
         timings["setup"] = t1 - t0
@@ -63,11 +65,10 @@ def render_object(scene, settings: RenderSettings, task: dict) -> dict:
         arrays = {**images, **maps, "K": K, "world_to_cam": w2c,
                   "blender_matrix_world": np.stack([blender_matrix_world(m) for m in w2c]),
                   "bounding_sphere": np.array([*center, radius]), "diagonal": np.float64(diagonal)}
-        return {"type": "result", "status": "done", "arrays": arrays, "warnings": warnings, "timings": timings}
+        return Rendered(arrays, warnings, timings)
     except Exception as exc:  # one object's failure must not end the worker
         detail = f"{exc.__class__.__name__}: {exc}".strip()
-        return {"type": "result", "status": "failed", "error": detail, "timings": timings,
-                "traceback": traceback.format_exc(limit=4)}
+        return Failed(detail, traceback.format_exc(limit=4), timings)
     finally:
         try:
             scene.clear()
@@ -75,23 +76,26 @@ def render_object(scene, settings: RenderSettings, task: dict) -> dict:
             pass
 
 
+def render_measured(scene, settings: RenderSettings, request: RenderRequest) -> Result:
+    """``render_object`` with the test faults around it and the worker's memory after it."""
+    faults.before_render(request.model_id)
+    return dataclasses.replace(render_object(scene, settings, request), rss_mb=rss_mb())
+
+
 def serve(conn_in: Connection, conn_out: Connection) -> None:
-    setup = conn_in.recv()
-    settings = RenderSettings.from_dict(setup["settings"])
+    setup: Setup = conn_in.recv()
+    settings = RenderSettings.from_dict(setup.settings)
     from blender_scripts.scene import Scene  # imports bpy: once per process
 
-    scene = Scene(settings, setup["device"], setup["threads"], setup["scratch"])
-    conn_out.send({"type": "ready", "pid": os.getpid(), "device": scene.device, "rss_mb": rss_mb()})
+    scene = Scene(settings, setup.device, setup.threads, setup.scratch)
+    conn_out.send(Ready(os.getpid(), scene.device, rss_mb()))
     while True:
-        task = conn_in.recv()
-        if task is None:
+        request: RenderRequest | Stop = conn_in.recv()
+        if isinstance(request, Stop):
             return
-        conn_out.send({"type": "started"})  # from here on a crash is this task's failure
-        faults.before_render(task["model_id"])
-        result = render_object(scene, settings, task)
-        result["rss_mb"] = rss_mb()
-        conn_out.send(result)
-        faults.after_result(task["model_id"])
+        conn_out.send(Started())  # from here on a crash is this request's failure
+        conn_out.send(render_measured(scene, settings, request))
+        faults.after_result(request.model_id)
 
 
 def main() -> None:

@@ -303,7 +303,7 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     if executor == "ray":
         require("ray", "cma-build render --executor ray")
     from cma_builder.geometry.cameras import ViewpointSpec, load_pose_file
-    from cma_builder.render.slices import resolve_part
+    from cma_builder.render.slices import resolve_slice
     from cma_builder.render.driver import render as run_render, summary_lines
     from cma_builder.render.settings import RenderOptions, RenderSettings, default_workers, parse_color, threads_per_worker
 
@@ -333,9 +333,9 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
                             threads_per_worker=min(2, cpus) if cluster else threads_per_worker(cpus, workers),
                             timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size,
                             executor=executor, ray_address=ray_address)
-    part = resolve_part(num_shards, shard_index)
+    slice_ = resolve_slice(num_shards, shard_index)
     summary = run_render(shapenet, out, settings, options, _split_list(categories), _split_list(splits), limit,
-                         retry_failed=retry_failed, force=force, dry_run=dry_run, part=part)
+                         retry_failed=retry_failed, force=force, dry_run=dry_run, slice_=slice_)
     click.echo("\n".join(summary_lines(summary)))
     if summary.interrupted:
         raise SystemExit(130)
@@ -532,8 +532,7 @@ def merge(dataset: Path) -> None:
     """
     from collections import Counter
 
-    from cma_builder.format.writer import Dataset, add_dimension_names
-    from cma_builder.format.reader import DatasetReader
+    from cma_builder.format import Dataset, DatasetReader, add_dimension_names
     from cma_builder.render.settings import RenderSettings
 
     reader = DatasetReader.open(dataset)

@@ -3,6 +3,10 @@
 The driver selects models, skips what the dataset already holds, inspects each model just
 before sending it to a worker (scan-unusable OBJs are recorded as ``skipped``), collects
 results into shards of ``shard_size`` objects, and keeps index.csv current.
+
+``render`` reads as the flow: ``_selection`` (the models of this run), ``Triage`` (what the
+dataset already holds), then ``RenderRun.execute`` (the scheduling loop of schedule.py on a
+local or Ray pool, each outcome recorded as it comes).
 """
 
 from __future__ import annotations
@@ -12,17 +16,23 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 
-from cma_builder.format.writer import SPLIT_CODES, Dataset, State, label_names
 from cma_builder.errors import CmaError
-from cma_builder.render.slices import part_of
+from cma_builder.format.writer import SPLIT_CODES, Dataset, State, label_names
 from cma_builder.progress import progress
-from cma_builder.source.scan import select_models
+from cma_builder.render.messages import RenderRequest
+from cma_builder.render.pool import WorkerPool
+from cma_builder.render.schedule import Outcome, Task, Transport
 from cma_builder.render.settings import RenderOptions, RenderSettings
+from cma_builder.render.slices import slice_of
+from cma_builder.source.scan import select_models
 from cma_builder.source.shapenet import ModelRef, ShapeNetTree, inspect_model
 from cma_builder.source.splits import SPLIT_NAMES, SplitSpec
-from cma_builder.render.pool import Outcome, WorkerPool
+
+STAGES = ("setup", "render", "decode", "raycast", "backproject")  # the worker's timings, per object
 
 
 @dataclass
@@ -39,7 +49,7 @@ class RenderSummary:
     device: str = ""
     interrupted: bool = False
     dry_run: bool = False
-    part: tuple[int, int] | None = None  # (slice index, slice count) of a sliced run
+    slice_: tuple[int, int] | None = None  # (slice index, slice count) of a sliced run
     plan: dict = field(default_factory=dict)  # category -> models to render
 
 
@@ -58,160 +68,223 @@ def select(tree: ShapeNetTree, categories: list[str] | None, splits: list[str] |
 def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings, options: RenderOptions,
            categories: list[str] | None = None, splits: list[str] | None = None, limit: int | None = None,
            retry_failed: bool = False, force: bool = False, dry_run: bool = False,
-           show_progress: bool = True, part: tuple[int, int] | None = None) -> RenderSummary:
-    """Render the selection (or slice ``part`` = (index, count) of it) into ``out``."""
+           show_progress: bool = True, slice_: tuple[int, int] | None = None) -> RenderSummary:
+    """Render the selection (or slice ``slice_`` = (index, count) of it) into ``out``."""
     start = time.perf_counter()
-    if limit is not None and limit < 1:
-        raise CmaError(f"--limit must be at least 1, got {limit}")
-    tree = ShapeNetTree.open(shapenet)
-    refs = select(tree, categories, splits, limit)
-    if not refs:
-        raise CmaError(f"{tree.root}: no models match the selection")
-    if part is not None:
-        refs = [r for r in refs if part_of(r.model_id, part[1]) == part[0]]
+    tree, refs = _selection(shapenet, categories, splits, limit, slice_)
     if dry_run:
-        return _plan(tree, refs, Path(out), settings, retry_failed, part)
-    ray_pool = None
-    if options.executor == "ray":  # connect first: a bad --ray-address leaves the output untouched
-        from cma_builder.render.ray_pool import RayPool
-
-        ray_pool = RayPool(settings, options, options.ray_address)
+        return _plan(tree, refs, Path(out), settings, retry_failed, slice_)
+    ray_pool = _connect_ray(settings, options)  # first: a bad --ray-address leaves the output untouched
     try:
-        ds = Dataset.open(out, settings, force=force, part=part)
+        ds = Dataset.open(out, settings, force=force, part=slice_)
     except BaseException:
         if ray_pool is not None:
             ray_pool.close()
         raise
     ds.cleanup_staging()
     state = ds.state()
-    summary = RenderSummary(ds.root, len(refs), part=part)
-    todo = _todo(refs, state, retry_failed, summary)
-    summary.to_render = len(todo)
-    records = dict(state.records)
-
-    def write_index() -> None:
-        # A slice's in-memory records miss what concurrent slices commit: it rebuilds the
-        # index from disk (under the index lock), once at its end; a whole run keeps it current.
-        if part is None:
-            ds.write_index(State(records, ds.shard_names()))
-
-    if not todo:
-        ds.write_index(State(records, ds.shard_names()) if part is None else None)
+    triage = Triage.of(refs, state, retry_failed)
+    run = RenderRun(ds, tree, triage.summary(ds.root, slice_), dict(state.records), options.shard_size)
+    if triage.todo:
+        run.execute(triage.todo, ray_pool or WorkerPool(settings, options), show_progress)
+    else:
+        run.write_final_index()
         if ray_pool is not None:
             ray_pool.close()
-        summary.seconds = time.perf_counter() - start
-        return summary
+    run.summary.seconds = time.perf_counter() - start
+    return run.summary
 
-    spec = SplitSpec.bundled()
-    labels = {sid: i for i, sid in enumerate(label_names())}
-    buffer: list[dict] = []
-    bar = progress(desc="render", unit="obj", total=len(todo), enabled=show_progress)
 
-    def finish(rec: dict) -> None:
-        records[(rec["synset_id"], rec["model_id"])] = rec
-        summary.counts[rec["status"]] += 1
-        if rec["status"] != "done":
-            summary.failures.append((f"{rec['synset_id']}/{rec['model_id']}", rec["error"]))
-        bar.set_postfix(done=summary.counts["done"], failed=summary.counts["failed"],
-                        skipped=summary.counts["skipped"], refresh=False)
-        bar.update(1)
+def _selection(shapenet: str | os.PathLike, categories: list[str] | None, splits: list[str] | None,
+               limit: int | None, slice_: tuple[int, int] | None) -> tuple[ShapeNetTree, list[ModelRef]]:
+    """The tree and the models this run is about (its slice of the selection)."""
+    if limit is not None and limit < 1:
+        raise CmaError(f"--limit must be at least 1, got {limit}")
+    tree = ShapeNetTree.open(shapenet)
+    refs = select(tree, categories, splits, limit)
+    if not refs:
+        raise CmaError(f"{tree.root}: no models match the selection")
+    if slice_ is not None:
+        refs = [r for r in refs if slice_of(r.model_id, slice_[1]) == slice_[0]]
+    return tree, refs
 
-    def flush() -> None:
-        if not buffer:
-            return
-        name, written = ds.write_shard(buffer)
-        for rec in written:
-            records[(rec["synset_id"], rec["model_id"])] = rec
-        buffer.clear()
-        write_index()
 
-    def tasks():
+def _connect_ray(settings: RenderSettings, options: RenderOptions) -> Transport | None:
+    if options.executor != "ray":
+        return None
+    from cma_builder.render.ray_pool import RayPool
+
+    return RayPool(settings, options, options.ray_address)
+
+
+@dataclass
+class Triage:
+    """The selection against what the dataset holds: what to render, what to leave alone."""
+
+    todo: list[ModelRef]
+    selected: int
+    already_done: int = 0
+    not_retried: int = 0  # failed or skipped earlier, left alone without --retry-failed
+
+    @classmethod
+    def of(cls, refs: list[ModelRef], state: State | None, retry_failed: bool) -> "Triage":
+        triage = cls([], len(refs))
+        for r in refs:
+            status = state.status((r.synset_id, r.model_id)) if state is not None else None
+            if status == "done":
+                triage.already_done += 1
+            elif status in ("failed", "skipped") and not retry_failed:
+                triage.not_retried += 1
+            else:
+                triage.todo.append(r)
+        return triage
+
+    def summary(self, dataset: Path, slice_: tuple[int, int] | None, dry_run: bool = False) -> RenderSummary:
+        return RenderSummary(dataset, self.selected, self.already_done, self.not_retried, len(self.todo),
+                             dry_run=dry_run, slice_=slice_)
+
+
+class RenderRun:
+    """One run's state: the dataset's records, the results waiting to become a shard, the summary.
+
+    ``execute`` feeds the models to the pool; each finished object is recorded as it comes
+    (failures and skips in the run log at once, rendered objects in the next shard)."""
+
+    def __init__(self, ds: Dataset, tree: ShapeNetTree, summary: RenderSummary, records: dict, shard_size: int):
+        self.ds = ds
+        self.tree = tree
+        self.summary = summary
+        self.records = records
+        self.shard_size = shard_size
+        self.buffer: list[dict] = []  # rendered objects not yet in a shard
+        self.spec = SplitSpec.bundled()
+        self.labels = {sid: i for i, sid in enumerate(label_names())}
+        self.bar = None
+
+    def execute(self, todo: list[ModelRef], pool: Transport, show_progress: bool) -> None:
+        """Render ``todo`` on ``pool`` (closed at the end); an interrupt keeps what is finished."""
+        self.bar = progress(desc="render", unit="obj", total=len(todo), enabled=show_progress)
+        try:
+            pool.run(self._tasks(todo), self._on_outcome)
+            pool.close()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            pool.close(kill=True)
+        except BaseException:
+            pool.close(kill=True)
+            raise
+        finally:
+            t = time.perf_counter()
+            self._flush()  # keep every object finished before an interrupt
+            self.write_final_index()  # failures after the last shard too
+            self.summary.timings["write"] += time.perf_counter() - t
+            self.bar.close()
+        self.summary.device = pool.device
+
+    def write_final_index(self) -> None:
+        # A slice's in-memory records miss what concurrent slices commit: it rebuilds the
+        # index from disk (under the index lock), once at its end; a whole run keeps it current.
+        self.ds.write_index(self._state() if self.summary.slice_ is None else None)
+
+    def _update_index(self) -> None:
+        if self.summary.slice_ is None:
+            self.ds.write_index(self._state())
+
+    def _state(self) -> State:
+        return State(self.records, self.ds.shard_names())
+
+    def _tasks(self, todo: list[ModelRef]) -> Iterator[Task]:
+        """The render tasks of ``todo``, each model inspected when its turn comes: an unusable
+        OBJ is recorded as skipped instead."""
         for ref in todo:
-            category = tree.taxonomy.category_name(ref.synset_id)
-            split = spec.assign(ref.model_id)
-            row = inspect_model(ref, category, split)
-            record = {"synset_id": ref.synset_id, "model_id": ref.model_id, "category": category,
-                      "label": labels.get(ref.synset_id, -1), "split": split, "obj_path": str(ref.obj_path),
-                      "settings_hash": ds.settings_hash, "warnings": list(row.problems), "error": ""}
-            if row.status == "error":
-                rec = dict(record, status="skipped", error="scan: " + " | ".join(row.problems), finished_at=_now())
-                ds.append_log([rec])
-                finish(rec)
-                continue
-            yield {"model_id": ref.model_id, "obj_path": str(ref.obj_path), "record": record}
+            task = self._prepare(ref)
+            if isinstance(task, Task):
+                yield task
+            else:
+                self._log(task)
 
-    def on_outcome(o: Outcome) -> None:
-        record = dict(o.task["record"])
-        record["warnings"] = record["warnings"] + o.warnings
-        for stage in ("setup", "render", "decode", "raycast", "backproject"):
-            record[f"seconds_{stage}"] = round(o.timings.get(stage, 0.0), 4)
-            summary.timings[stage] += o.timings.get(stage, 0.0)
-        record["seconds_total"] = round(sum(o.timings.values()), 4)
-        record["worker"] = o.worker
-        record["worker_rss_mb"] = round(o.rss_mb, 1) if o.rss_mb else ""
+    def _prepare(self, ref: ModelRef) -> Task | dict:
+        """The task of one model, or its ``skipped`` record when the scan finds its OBJ unusable."""
+        category = self.tree.taxonomy.category_name(ref.synset_id)
+        split = self.spec.assign(ref.model_id)
+        row = inspect_model(ref, category, split)
+        record = {"synset_id": ref.synset_id, "model_id": ref.model_id, "category": category,
+                  "label": self.labels.get(ref.synset_id, -1), "split": split, "obj_path": str(ref.obj_path),
+                  "settings_hash": self.ds.settings_hash, "warnings": list(row.problems), "error": ""}
+        if row.status == "error":
+            return dict(record, status="skipped", error="scan: " + " | ".join(row.problems), finished_at=_now())
+        return Task(RenderRequest(ref.model_id, str(ref.obj_path)), record)
+
+    def _on_outcome(self, o: Outcome) -> None:
+        for stage in STAGES:
+            self.summary.timings[stage] += o.timings.get(stage, 0.0)
+        record = _outcome_record(o)
         if o.status == "done":
-            arrays = dict(o.arrays, model_id=np.array(record["model_id"]), synset_id=np.array(record["synset_id"]),
-                          label=np.int16(record["label"]), split=np.uint8(SPLIT_CODES[record["split"]]))
-            buffer.append({"record": record, "arrays": arrays})
-            finish(dict(record, status="done"))
-            if len(buffer) >= options.shard_size:
-                t = time.perf_counter()
-                flush()
-                summary.timings["write"] += time.perf_counter() - t
+            self._keep(record, o.arrays)
         else:
             rec = dict(record, status="failed", error=o.error, finished_at=_now())
             if o.traceback:
                 rec["traceback"] = o.traceback  # in log/<run>.jsonl only; index.csv keeps its columns
-            ds.append_log([rec])
-            finish(rec)
+            self._log(rec)
 
-    pool = ray_pool or WorkerPool(settings, options)
-    try:
-        pool.run(tasks(), on_outcome)
-        pool.close()
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        pool.close(kill=True)
-    except BaseException:
-        pool.close(kill=True)
-        raise
-    finally:
-        t = time.perf_counter()
-        flush()  # keep every object finished before an interrupt
-        ds.write_index(State(records, ds.shard_names()) if part is None else None)  # failures after the last shard too
-        summary.timings["write"] += time.perf_counter() - t
-        bar.close()
-    summary.device = pool.device
-    summary.seconds = time.perf_counter() - start
-    return summary
+    def _keep(self, record: dict, arrays: dict) -> None:
+        """A rendered object joins the next shard (written once ``shard_size`` are waiting)."""
+        arrays = dict(arrays, model_id=np.array(record["model_id"]), synset_id=np.array(record["synset_id"]),
+                      label=np.int16(record["label"]), split=np.uint8(SPLIT_CODES[record["split"]]))
+        self.buffer.append({"record": record, "arrays": arrays})
+        self._finish(dict(record, status="done"))
+        if len(self.buffer) >= self.shard_size:
+            t = time.perf_counter()
+            self._flush()
+            self.summary.timings["write"] += time.perf_counter() - t
+
+    def _log(self, rec: dict) -> None:
+        """A failed or skipped object: in the run log now."""
+        self.ds.append_log([rec])
+        self._finish(rec)
+
+    def _finish(self, rec: dict) -> None:
+        self.records[(rec["synset_id"], rec["model_id"])] = rec
+        counts = self.summary.counts
+        counts[rec["status"]] += 1
+        if rec["status"] != "done":
+            self.summary.failures.append((f"{rec['synset_id']}/{rec['model_id']}", rec["error"]))
+        self.bar.set_postfix(done=counts["done"], failed=counts["failed"], skipped=counts["skipped"], refresh=False)
+        self.bar.update(1)
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        _, written = self.ds.write_shard(self.buffer)
+        for rec in written:
+            self.records[(rec["synset_id"], rec["model_id"])] = rec
+        self.buffer.clear()
+        self._update_index()
 
 
-def _todo(refs: list[ModelRef], state: State, retry_failed: bool, summary: RenderSummary) -> list[ModelRef]:
-    todo = []
-    for r in refs:
-        status = state.status((r.synset_id, r.model_id))
-        if status == "done":
-            summary.already_done += 1
-        elif status in ("failed", "skipped") and not retry_failed:
-            summary.not_retried += 1
-        else:
-            todo.append(r)
-    return todo
+def _outcome_record(o: Outcome) -> dict:
+    """The task's record completed with what the worker reports (status and error come later)."""
+    record = dict(o.task.record)
+    record["warnings"] = record["warnings"] + o.warnings
+    for stage in STAGES:
+        record[f"seconds_{stage}"] = round(o.timings.get(stage, 0.0), 4)
+    record["seconds_total"] = round(sum(o.timings.values()), 4)
+    record["worker"] = o.worker
+    record["worker_rss_mb"] = round(o.rss_mb, 1) if o.rss_mb else ""
+    return record
 
 
 def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderSettings,
-          retry_failed: bool, part: tuple[int, int] | None = None) -> RenderSummary:
+          retry_failed: bool, slice_: tuple[int, int] | None = None) -> RenderSummary:
     """What a run would do, without creating or changing anything."""
-    summary = RenderSummary(out.resolve(), len(refs), dry_run=True, part=part)
     attrs = Dataset.read_attrs(out) if out.is_dir() else None
     if attrs is not None and attrs["settings_hash"] != settings.hash():
         raise CmaError(f"{out}: rendered with other settings ({'; '.join(settings.differences(attrs['settings'])[:6])}); "
                        "a real run would need --force")
-    todo = refs
-    if attrs is not None:
-        todo = _todo(refs, Dataset(out.resolve(), settings).state(), retry_failed, summary)
-    summary.to_render = len(todo)
-    summary.plan = Counter(tree.taxonomy.category_name(r.synset_id) for r in todo)
+    state = Dataset(out.resolve(), settings).state() if attrs is not None else None
+    triage = Triage.of(refs, state, retry_failed)
+    summary = triage.summary(out.resolve(), slice_, dry_run=True)
+    summary.plan = Counter(tree.taxonomy.category_name(r.synset_id) for r in triage.todo)
     return summary
 
 
@@ -220,7 +293,7 @@ def _now() -> str:
 
 
 def summary_lines(s: RenderSummary) -> list[str]:
-    where = f" (slice {s.part[0]} of {s.part[1]})" if s.part else ""
+    where = f" (slice {s.slice_[0]} of {s.slice_[1]})" if s.slice_ else ""
     if s.dry_run:
         lines = [f"Dry run: {s.selected} models selected{where}; {s.already_done} already done, "
                  f"{s.not_retried} failed earlier (not retried), {s.to_render} to render into {s.dataset}"]

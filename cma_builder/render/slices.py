@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from cma_builder.errors import CmaError
 
 
-def part_of(model_id: str, count: int) -> int:
+def slice_of(model_id: str, count: int) -> int:
+    """Which of ``count`` slices renders this model."""
     return int(hashlib.sha256(f"part:{model_id}".encode()).hexdigest()[:16], 16) % count
 
 
@@ -25,7 +26,7 @@ def _int(env: Mapping[str, str], name: str) -> int:
         raise CmaError(f"environment variable {name}={env[name]!r} is not an integer") from None
 
 
-def resolve_part(num_shards: int | None, shard_index: int | None,
+def resolve_slice(num_shards: int | None, shard_index: int | None,
                  env: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
     """(index, count) from the options, else from the scheduler's environment:
     Slurm job arrays (``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN`` of
