@@ -36,8 +36,9 @@ import time
 import traceback
 from pathlib import Path
 
+from pcssl_train.methods import METHODS
+
 HERE = Path(__file__).resolve().parent
-METHODS = ("point-mae", "serp-pointnet", "serp-transformer", "vasp", "crossalignnet", "mm-point")
 # part -> (seconds it may take at most, a short title); the budget is shared in this order
 PARTS = {"ops": (60, "CUDA ops against the references"),
          "step": (120, "fwd+bwd ms at batch 128, bf16"),

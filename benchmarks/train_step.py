@@ -19,7 +19,7 @@ import time
 import torch
 
 from pcssl_train.engine.config import load_config
-from pcssl_train.methods import create_method
+from pcssl_train.methods import METHODS, create_method
 
 
 def sync(device: torch.device) -> None:
@@ -88,7 +88,7 @@ def time_steps(method_name: str, batch: int, device, amp: bool, compile_: bool, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=128, help="batch size (published: 128)")
-    ap.add_argument("--methods", default="point-mae,serp-pointnet,serp-transformer,vasp,crossalignnet,mm-point")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--bf16", action="store_true", help="add bf16 autocast rows (GPU)")
     ap.add_argument("--compile", action="store_true", help="add torch.compile rows (GPU, with --bf16)")

@@ -58,15 +58,15 @@ class State:
 
 
 class Dataset:
-    """A dataset opened for writing by one run. ``part`` (index, count) marks a run that renders
+    """A dataset opened for writing by one run. ``slice_`` (index, count) marks a run that renders
     one slice of the selection (batch-scheduler arrays): slices of one dataset run concurrently,
     each alone in its own slice; a whole-dataset run excludes all of them."""
 
-    def __init__(self, root: Path, settings: RenderSettings, part: tuple[int, int] | None = None):
+    def __init__(self, root: Path, settings: RenderSettings, slice_: tuple[int, int] | None = None):
         self.root = root
         self.settings = settings
         self.settings_hash = settings.hash()
-        self.part = part
+        self.slice_ = slice_
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._shard_seq = 0
         self._locks: list = []
@@ -74,15 +74,15 @@ class Dataset:
     @property
     def staging(self) -> Path:
         """This run's staging folder: private to the slice (or the whole-dataset run)."""
-        tag = "all" if self.part is None else f"slice-{self.part[0]}-of-{self.part[1]}"
+        tag = "all" if self.slice_ is None else f"slice-{self.slice_[0]}-of-{self.slice_[1]}"
         return self.root / ".staging" / tag
 
     # --- creation and checks -------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False,
-             part: tuple[int, int] | None = None) -> "Dataset":
+             slice_: tuple[int, int] | None = None) -> "Dataset":
         """Open a dataset for writing with ``settings`` (creating it if absent) and hold its
-        write lock (shared plus the slice's own when ``part`` is given). Refuses other settings
+        write lock (shared plus the slice's own when ``slice_`` is given). Refuses other settings
         unless ``force`` (which discards the existing shards, logs and index)."""
         root = Path(path).expanduser()
         if root.exists() and not root.is_dir():
@@ -90,11 +90,11 @@ class Dataset:
         foreign = f"{root}: folder is not empty and is not a cma-build dataset; refusing to write into it"
         if root.is_dir() and not (root / ".lock").exists() and cls.read_attrs(root) is None and any(root.iterdir()):
             raise CmaError(foreign)  # before leaving lock files in someone else's folder
-        if force and part is not None:
+        if force and slice_ is not None:
             raise CmaError("--force discards the whole dataset; it cannot be combined with --num-shards/--shard-index "
                            "(run the --force once without slices, or choose another --out)")
         root.mkdir(parents=True, exist_ok=True)
-        ds = cls(root.resolve(), settings, part)
+        ds = cls(root.resolve(), settings, slice_)
         ds._lock()  # before looking at (or discarding) anything another run might be writing
         with _flock(ds.root / ".lock-create", fcntl.LOCK_EX):  # slices may start together
             existing = cls.read_attrs(root)
@@ -116,10 +116,10 @@ class Dataset:
         """flock(2) locks, released by the kernel when the process ends (even on SIGKILL):
         a whole-dataset run holds DATASET/.lock exclusively; a slice holds it shared and its
         own DATASET/.lock-slice-I-of-N exclusively."""
-        if self.part is None:
+        if self.slice_ is None:
             self._take(self.root / ".lock", fcntl.LOCK_EX, "another cma-build render is writing to this dataset")
         else:
-            i, n = self.part
+            i, n = self.slice_
             self._take(self.root / ".lock", fcntl.LOCK_SH,
                        "a cma-build render of the whole dataset (no --num-shards) is writing to it")
             self._take(self.root / f".lock-slice-{i}-of-{n}", fcntl.LOCK_EX,
@@ -240,7 +240,7 @@ class Dataset:
     def cleanup_staging(self) -> None:
         """Remove shards left half-written by a crashed run of the same slice (never visible to
         readers). A whole-dataset run, which excludes every slice, clears all staging."""
-        shutil.rmtree(self.root / ".staging" if self.part is None else self.staging, ignore_errors=True)
+        shutil.rmtree(self.root / ".staging" if self.slice_ is None else self.staging, ignore_errors=True)
 
     def write_index(self, state: State | None = None) -> Path:
         """Rewrite index.csv atomically from ``state`` (default: read fresh from disk, under the

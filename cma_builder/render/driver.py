@@ -76,7 +76,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
         return _plan(tree, refs, Path(out), settings, retry_failed, slice_)
     ray_pool = _connect_ray(settings, options)  # first: a bad --ray-address leaves the output untouched
     try:
-        ds = Dataset.open(out, settings, force=force, part=slice_)
+        ds = Dataset.open(out, settings, force=force, slice_=slice_)
     except BaseException:
         if ray_pool is not None:
             ray_pool.close()
