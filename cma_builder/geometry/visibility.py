@@ -1,7 +1,7 @@
 """Back-projection and visibility (pure numpy, conventions and ``project`` of cameras.py); FPS is
 in fps.py, ray casting of meshes in raycast.py.
 
-Each op has a naive reference in tests/test_geometry.py.
+Each op has a naive reference in tests/builder/test_geometry.py.
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def test_docs_and_cli_list_the_registered_methods():
 
     from pcssl_train.cli import cli
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "TRAINING.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "TRAINING.md").read_text()
     table = text.split("## Methods\n", 1)[1].strip().split("\n\n")[0]   # the table under "## Methods"
     assert [row.split("`")[1] for row in table.splitlines()[2:]] == list(METHODS)
     names = list(METHODS)
