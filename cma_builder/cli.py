@@ -268,7 +268,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
               help="local: worker processes on this machine; ray: Ray actors (pip install 'cma-toolkit[ray]').")
 @click.option("--ray-address", help="Ray cluster to join: auto or HOST:PORT [default: start a local Ray instance].")
 @click.option("--num-shards", type=int, callback=AT_LEAST_1,
-              help="Render one of N slices of the selection (batch arrays) "
+              help="Render one of N slices of the selection (batch arrays; slices of the work, not the zarr shards "
+              "of --shard-size) "
               "[default: SLURM_ARRAY_TASK_COUNT when set].")
 @click.option("--shard-index", type=int, callback=AT_LEAST_0,
               help="Which slice, 0..N-1 [default: SLURM_ARRAY_TASK_ID - "
