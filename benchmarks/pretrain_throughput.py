@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pcssl_train.eval.benchmark import METHODS
+from pcssl_train.methods import METHODS
 from pcssl_train.eval.features import load_spec
 from pcssl_train.eval.protocols import run_protocol
 

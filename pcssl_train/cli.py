@@ -343,7 +343,8 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
 
     from .engine.paths import check_output_dir
     from .errors import TrainError
-    from .eval.benchmark import METHODS, run_benchmark
+    from .eval.benchmark import run_benchmark
+    from .methods import METHODS
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METHODS]

@@ -197,3 +197,15 @@ def test_old_shards_stay_readable_and_merge_names_them(rendered, tmp_path):
     assert {p: p.read_bytes() for p in shard.rglob("c/**/*") if p.is_file()} == before  # no array data rewritten
     proc = run_cli("cma-build", "merge", str(ds))
     assert "Added" not in proc.stdout  # nothing left to do
+
+
+def test_every_package_on_disk_is_installed():
+    """pyproject's explicit package list names every folder with an __init__.py, so a plain
+    ``pip install .`` (not only the editable install the tests run in) carries all the code."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for top in ("cma_builder", "blender_scripts", "pcssl_train")
+               for p in (REPO / top).rglob("__init__.py")}
+    assert on_disk <= listed, f"not installed by pip install .: {sorted(on_disk - listed)}"
+    assert listed - on_disk == {"cma_builder.manifests"}  # installed from manifests/ (package-dir)

@@ -1,7 +1,7 @@
 """``cma-build validate``: prove a dataset's point-to-pixel mappings with numbers.
 
 Structure (index vs shards, array shapes) is checked for every object; the per-object checks
-of checks.py run on every done object or a random ``sample`` of them, in parallel processes.
+of rules.py run on every done object or a random ``sample`` of them, in parallel processes.
 Each check yields values (per view or per object) compared with a threshold; the report gives
 median / p99 / max per check, the worst offenders and every failure (object, view, check).
 """

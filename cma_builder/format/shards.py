@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 from numcodecs import blosc
 
@@ -61,8 +62,10 @@ class ShardArray:
                 return None  # no shard file: every chunk is the fill value
             n = math.prod(self.grid)
             size = os.fstat(fd).st_size
-            raw = os.pread(fd, 16 * n, size - 16 * n - 4)  # (offset, nbytes) per chunk, then crc32c
-            self._index = np.frombuffer(raw, dtype="<u8").reshape(*self.grid, 2)
+            raw = os.pread(fd, 16 * n + 4, size - 16 * n - 4)  # (offset, nbytes) per chunk, then crc32c
+            if len(raw) != 16 * n + 4 or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+                raise ValueError(f"{self.path}: the shard index's stored and computed checksums do not match")
+            self._index = np.frombuffer(raw[:-4], dtype="<u8").reshape(*self.grid, 2)
         return self._index
 
     def _chunk(self, fd: int | None, coords: tuple) -> np.ndarray:

@@ -36,8 +36,8 @@ from zarr.codecs import BloscCodec
 from cma_builder import faults
 from cma_builder.atomic import atomic_write
 from cma_builder.errors import CmaError
-from cma_builder.format.schema import (  # noqa: F401 (SPLIT_CODES, label_names: the render driver imports them here)
-    ARRAYS, FORMAT, INDEX_COLUMNS, SPLIT_CODES, describe, dimension_names, label_names, read_attrs, shard_names)
+from cma_builder.format.schema import (ARRAYS, FORMAT, INDEX_COLUMNS, describe, dimension_names, read_attrs,
+                                       shard_names)
 from cma_builder.render.settings import RenderSettings
 
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
@@ -88,7 +88,7 @@ class Dataset:
         if root.exists() and not root.is_dir():
             raise CmaError(f"{root}: is a file; expected a dataset folder")
         foreign = f"{root}: folder is not empty and is not a cma-build dataset; refusing to write into it"
-        if root.is_dir() and not (root / ".lock").exists() and cls.read_attrs(root) is None and any(root.iterdir()):
+        if root.is_dir() and not (root / ".lock").exists() and read_attrs(root) is None and any(root.iterdir()):
             raise CmaError(foreign)  # before leaving lock files in someone else's folder
         if force and slice_ is not None:
             raise CmaError("--force discards the whole dataset; it cannot be combined with --num-shards/--shard-index "
@@ -97,7 +97,7 @@ class Dataset:
         ds = cls(root.resolve(), settings, slice_)
         ds._lock()  # before looking at (or discarding) anything another run might be writing
         with _flock(ds.root / ".lock-create", fcntl.LOCK_EX):  # slices may start together
-            existing = cls.read_attrs(root)
+            existing = read_attrs(root)
             if existing is None and any(not p.name.startswith(".lock") for p in root.iterdir()):
                 raise CmaError(foreign)
             if existing is not None and existing["settings_hash"] != settings.hash():
@@ -140,8 +140,6 @@ class Dataset:
             fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             fh.flush()
         self._locks.append(fh)
-
-    read_attrs = staticmethod(read_attrs)
 
     @staticmethod
     def _discard(root: Path) -> None:

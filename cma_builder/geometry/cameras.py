@@ -72,7 +72,10 @@ def project(points: np.ndarray, K: np.ndarray, world_to_cam: np.ndarray) -> tupl
 
     Points behind the camera get mirrored pixels and z <= 0; z = 0 gives inf or nan pixels.
     """
-    cam = np.einsum("...ij,nj->n...i", world_to_cam[..., :3, :3], points) + world_to_cam[..., :3, 3]
+    if world_to_cam.ndim == 2:  # one camera: a plain matrix product (as validate and preview always computed it)
+        cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    else:
+        cam = np.einsum("...ij,nj->n...i", world_to_cam[..., :3, :3], points) + world_to_cam[..., :3, 3]
     z = cam[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         u = K[..., 0, 0] * cam[..., 0] / z + K[..., 0, 2]

@@ -21,7 +21,8 @@ from typing import Iterator
 import numpy as np
 
 from cma_builder.errors import CmaError
-from cma_builder.format.writer import SPLIT_CODES, Dataset, State, label_names
+from cma_builder.format.schema import SPLIT_CODES, label_names, read_attrs
+from cma_builder.format.writer import Dataset, State
 from cma_builder.progress import progress
 from cma_builder.render.messages import RenderRequest
 from cma_builder.render.pool import WorkerPool
@@ -277,7 +278,7 @@ def _outcome_record(o: Outcome) -> dict:
 def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderSettings,
           retry_failed: bool, slice_: tuple[int, int] | None = None) -> RenderSummary:
     """What a run would do, without creating or changing anything."""
-    attrs = Dataset.read_attrs(out) if out.is_dir() else None
+    attrs = read_attrs(out) if out.is_dir() else None
     if attrs is not None and attrs["settings_hash"] != settings.hash():
         raise CmaError(f"{out}: rendered with other settings ({'; '.join(settings.differences(attrs['settings'])[:6])}); "
                        "a real run would need --force")

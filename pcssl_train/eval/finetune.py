@@ -23,13 +23,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cma_builder.geometry.normalize import normalize_clouds
+
 from ..engine.progress import epoch_line, progress_bar
 from ..engine.schedule import make_scheduler
 from ..engine.trainer import param_groups
 from ..errors import TrainError
 from ..models import create_classifier, point_encoders
 from ..models.pointnet import PointNetClassifier, feature_transform_regularizer
-from .features import EncoderSpec, normalize_clouds
+from .features import EncoderSpec
 from .pointset import PointSet
 
 
