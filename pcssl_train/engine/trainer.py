@@ -273,6 +273,10 @@ def pretrain(cfg: dict, data, run, device: str | None = None, progress: bool | N
     False never; a line per epoch goes to stderr either way."""
     trainer = Trainer(cfg, data, run, device, progress)
     try:
-        return trainer.fit()
+        result = trainer.fit()
+        # every rank reaches the teardown together: a gloo rank that destroyed its group while another
+        # was still finishing (rank 0 writes the last files) was seen to abort at exit under CI load
+        distributed.barrier(trainer.info)
+        return result
     finally:
         trainer.close()
