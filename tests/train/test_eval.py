@@ -35,6 +35,13 @@ def one_thread():
 TINY = dict(num_group=8, group_size=16, width=32, depth=2, num_heads=4, drop_path=0.0)
 
 
+def save_tiny_encoder(path, **extra) -> None:
+    """A seeded tiny point-transformer encoder in this package's export format."""
+    enc = EncoderSpec("point_transformer", TINY, None).build(seed=0)
+    torch.save({"format": "pcssl-encoder/1", "model": "point_transformer", "config": TINY,
+                "state_dict": enc.state_dict(), **extra}, path)
+
+
 def blobs(n_per_class, classes, dim=16, spread=0.3, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(classes, dim)) * 3
@@ -203,9 +210,7 @@ def test_cli_finetune_3_epochs_leaves_warmup_and_beats_chance(tmp_path):
     10-epoch warmup the run never reached the full learning rate; now it warms up for 0.1 epoch."""
     root = tmp_path / "mn40"
     write_modelnet40(root, per_class=100, test_per_class=8)  # 300 training clouds: 37 steps an epoch
-    enc = EncoderSpec("point_transformer", TINY, None).build(seed=0)
-    torch.save({"format": "pcssl-encoder/1", "model": "point_transformer", "config": TINY,
-                "state_dict": enc.state_dict()}, tmp_path / "enc.pt")
+    save_tiny_encoder(tmp_path / "enc.pt")
     proc = run_cli("pcssl-train", "eval", str(tmp_path / "enc.pt"), "-p", "finetune", "-b", "modelnet40", "-r",
                    str(root), "--points", "256", "--epochs", "3", "--batch-size", "8", "--no-progress",
                    "-o", str(tmp_path / "ft.json"))
@@ -262,9 +267,7 @@ def write_modelnet40(root, per_class=8, classes=3, seed=0, test_per_class=None):
 def test_cli_eval_svm_fewshot_finetune_on_modelnet40_files(tmp_path):
     root = tmp_path / "modelnet40_ply_hdf5_2048"
     write_modelnet40(root)
-    enc = EncoderSpec("point_transformer", TINY, None).build(seed=0)
-    torch.save({"format": "pcssl-encoder/1", "model": "point_transformer", "config": TINY,
-                "state_dict": enc.state_dict(), "method": "point-mae", "epoch": 3}, tmp_path / "enc.pt")
+    save_tiny_encoder(tmp_path / "enc.pt", method="point-mae", epoch=3)
     common = [str(tmp_path / "enc.pt"), "-b", "modelnet40", "-r", str(root), "--points", "256", "--no-progress"]
     proc = run_cli("pcssl-train", "eval", *common, "-p", "svm", "-o", str(tmp_path / "svm.json"))
     assert proc.returncode == 0, proc.stderr
@@ -300,9 +303,7 @@ def test_cli_eval_svm_fewshot_finetune_on_modelnet40_files(tmp_path):
 def test_cli_eval_bad_input_is_one_line(args, message, tmp_path):
     root = tmp_path / "mn40"
     write_modelnet40(root, per_class=2)
-    enc = EncoderSpec("point_transformer", TINY, None).build(seed=0)
-    torch.save({"format": "pcssl-encoder/1", "model": "point_transformer", "config": TINY,
-                "state_dict": enc.state_dict()}, tmp_path / "enc.pt")
+    save_tiny_encoder(tmp_path / "enc.pt")
     proc = run_cli("pcssl-train", "eval", str(tmp_path / "enc.pt"), *[a.replace("ROOT", str(root)) for a in args])
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -330,9 +331,7 @@ def write_shapenetpart(root, seed=0):
 def test_cli_eval_partseg_on_shapenetpart_files(tmp_path):
     root = tmp_path / "shapenetcore_partanno_segmentation_benchmark_v0_normal"
     write_shapenetpart(root)
-    enc = EncoderSpec("point_transformer", TINY, None).build(seed=0)
-    torch.save({"format": "pcssl-encoder/1", "model": "point_transformer", "config": TINY,
-                "state_dict": enc.state_dict()}, tmp_path / "enc.pt")
+    save_tiny_encoder(tmp_path / "enc.pt")
     proc = run_cli("pcssl-train", "eval", str(tmp_path / "enc.pt"), "-p", "partseg", "-b", "shapenetpart", "-r",
                    str(root), "--points", "256", "--epochs", "2", "--batch-size", "4", "--no-progress",
                    "-o", str(tmp_path / "seg.json"))
