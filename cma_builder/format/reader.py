@@ -79,7 +79,7 @@ class DatasetReader:
     def _opened(self) -> dict:
         """This process's opened groups and arrays (a forked or unpickled copy starts empty)."""
         if self._cache is None or self._cache["pid"] != os.getpid():
-            self._cache = {"pid": os.getpid(), "groups": {}, "arrays": OrderedDict()}
+            self._cache = {"pid": os.getpid(), "groups": {}, "arrays": OrderedDict(), "listed": {}}
         return self._cache
 
     @classmethod
@@ -153,9 +153,21 @@ class DatasetReader:
 
     def load(self, obj: ObjectRef, arrays: list[str] | None = None) -> dict[str, np.ndarray]:
         """The object's arrays (all present ones when ``arrays`` is None), leading axis dropped."""
-        group = self.shard(obj.shard)
-        names = sorted(group.array_keys(), key=_schema_order) if arrays is None else arrays
-        return {name: self.read(obj, name) for name in names if name in group}
+        present = self.shard_arrays(obj.shard)
+        names = present if arrays is None else [name for name in arrays if name in present]
+        return {name: self.read(obj, name) for name in names}
+
+    def shard_arrays(self, shard: str) -> list[str]:
+        """The arrays ``shard`` holds, in schema order (listed once per process: zarr's group listing
+        costs ~6 ms, about 85% of loading a small object)."""
+        listed = self._opened()["listed"]
+        if shard not in listed:
+            path = self.root / "shards" / shard
+            if not (path / "zarr.json").is_file():
+                raise CmaError(f"{path}: shard missing")
+            names = [p.name for p in path.iterdir() if (p / "zarr.json").is_file()]
+            listed[shard] = sorted(names, key=_schema_order)
+        return listed[shard]
 
     def array_names(self) -> list[str]:
         return list(self.attrs["arrays"])

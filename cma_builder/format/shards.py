@@ -87,16 +87,24 @@ class ShardArray:
         """``array[row]`` or ``array[row, view]``."""
         fd = self._fd()
         try:
-            if view is not None:
-                c1 = self.chunks[1]
-                return self._chunk(fd, (row, view // c1) + (0,) * (len(self.shape) - 2))[0, view % c1]
-            rest = (0,) * (len(self.shape) - 2)
-            parts = [self._chunk(fd, (row, j) + rest)[0] for j in range(self.grid[1])] if len(self.shape) > 1 else []
-            return np.concatenate(parts)[: self.shape[1]] if parts else self._chunk(fd, (row,))[0, ...]
+            return self._row(fd, row, view)
         finally:
             if fd is not None:
                 os.close(fd)
 
     def read_all(self) -> np.ndarray:
-        """The whole array (every row)."""
-        return np.stack([self.read(r) for r in range(self.shape[0])])
+        """The whole array (every row), the shard file opened once."""
+        fd = self._fd()
+        try:
+            return np.stack([self._row(fd, r) for r in range(self.shape[0])])
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _row(self, fd: int | None, row: int, view: int | None = None) -> np.ndarray:
+        if view is not None:
+            c1 = self.chunks[1]
+            return self._chunk(fd, (row, view // c1) + (0,) * (len(self.shape) - 2))[0, view % c1]
+        rest = (0,) * (len(self.shape) - 2)
+        parts = [self._chunk(fd, (row, j) + rest)[0] for j in range(self.grid[1])] if len(self.shape) > 1 else []
+        return np.concatenate(parts)[: self.shape[1]] if parts else self._chunk(fd, (row,))[0, ...]
