@@ -31,6 +31,7 @@ def farthest_point_sample(points: np.ndarray, k: int, start: int | str = 0,
     B, N, C = points.shape
     counts = np.full(B, N) if counts is None else np.asarray(counts)
     valid = np.arange(N)[None, :] < counts[:, None]
+    mask = valid if (counts < N).any() else True  # unpadded clouds (the trainer's): no masked update
     coords = [np.ascontiguousarray(points[..., i]) for i in range(C)]
     current = start_indices(points, counts, start)
     dist = np.where(valid, np.inf, -1.0).astype(points.dtype)
@@ -45,7 +46,7 @@ def farthest_point_sample(points: np.ndarray, k: int, start: int | str = 0,
             np.multiply(buf, buf, out=buf)
             if j:
                 acc += tmp
-        np.minimum(dist, acc, out=dist, where=valid)
+        np.minimum(dist, acc, out=dist, where=mask)
         current = dist.argmax(axis=1)
     return repeat_short(out, counts)
 
