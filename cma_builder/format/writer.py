@@ -225,7 +225,7 @@ class Dataset:
         seconds = time.perf_counter() - start
         records = []
         for row, r in enumerate(results):
-            rec = dict(r["record"], shard=name, row=row, status="done", finished_at=_now())
+            rec = dict(r["record"], shard=name, row=row, status="done", finished_at=timestamp())
             rec["seconds_write"] = round(seconds / n, 4)
             rec["seconds_total"] = round(rec.get("seconds_total", 0.0) + seconds / n, 4)
             records.append(rec)
@@ -303,5 +303,6 @@ def _flock(path: Path, mode: int):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Local time as ISO 8601 with the UTC offset (index.csv finished_at)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

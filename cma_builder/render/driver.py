@@ -22,7 +22,7 @@ import numpy as np
 
 from cma_builder.errors import CmaError
 from cma_builder.format.schema import SPLIT_CODES, label_names, read_attrs
-from cma_builder.format.writer import Dataset, State
+from cma_builder.format.writer import Dataset, State, timestamp
 from cma_builder.progress import progress
 from cma_builder.render.messages import RenderRequest
 from cma_builder.render.pool import WorkerPool
@@ -213,7 +213,7 @@ class RenderRun:
                   "label": self.labels.get(ref.synset_id, -1), "split": split, "obj_path": str(ref.obj_path),
                   "settings_hash": self.ds.settings_hash, "warnings": list(row.problems), "error": ""}
         if row.status == "error":
-            return dict(record, status="skipped", error="scan: " + " | ".join(row.problems), finished_at=_now())
+            return dict(record, status="skipped", error="scan: " + " | ".join(row.problems), finished_at=timestamp())
         return Task(RenderRequest(ref.model_id, str(ref.obj_path)), record)
 
     def _on_outcome(self, o: Outcome) -> None:
@@ -223,7 +223,7 @@ class RenderRun:
         if o.status == "done":
             self._keep(record, o.arrays)
         else:
-            rec = dict(record, status="failed", error=o.error, finished_at=_now())
+            rec = dict(record, status="failed", error=o.error, finished_at=timestamp())
             if o.traceback:
                 rec["traceback"] = o.traceback  # in log/<run>.jsonl only; index.csv keeps its columns
             self._log(rec)
@@ -287,10 +287,6 @@ def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderS
     summary = triage.summary(out.resolve(), slice_, dry_run=True)
     summary.plan = Counter(tree.taxonomy.category_name(r.synset_id) for r in triage.todo)
     return summary
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def summary_lines(s: RenderSummary) -> list[str]:
