@@ -14,10 +14,15 @@ CONFIG_DIR = Path(__file__).resolve().parent
 
 
 @functools.cache
-def _bundled(name: str) -> dict:
+def _parsed(name: str) -> dict:
     return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
 
 
+def bundled(name: str) -> dict:
+    """The bundled ``<name>.yaml`` (parsed once per process; a fresh copy each call)."""
+    return copy.deepcopy(_parsed(name))
+
+
 def model_defaults(method: str) -> dict:
-    """The ``model`` section of the bundled ``<method>.yaml`` (a fresh copy)."""
-    return copy.deepcopy(_bundled(method)["model"])
+    """The ``model`` section of the bundled ``<method>.yaml``."""
+    return bundled(method)["model"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..configs import CONFIG_DIR
+from ..configs import CONFIG_DIR, bundled
 from ..data import Augment
 from ..errors import TrainError
 from ..methods import method_class
@@ -93,7 +93,7 @@ def load_config(method: str | None, config: str | None = None, overrides: tuple[
     cls = method_class(name)
     if user.get("method") and method_class(user["method"]) is not cls:
         raise TrainError(f"--method {name} but the config is for {user['method']}")
-    cfg = read_yaml(CONFIG_DIR / f"{cls.name}.yaml")
+    cfg = bundled(cls.name)
     cfg = merge(cfg, {k: v for k, v in user.items() if k not in ("method", "init")})
     for text in overrides:
         cfg = merge(cfg, parse_override(text))
@@ -254,7 +254,7 @@ def validate(cfg: dict) -> dict:
     types, finite numbers, ranges, and what must agree across keys. Raises TrainError (one line);
     returns ``cfg`` (numbers written as strings converted in place)."""
     cls = method_class(cfg["method"])
-    defaults = read_yaml(CONFIG_DIR / f"{cls.name}.yaml")
+    defaults = bundled(cls.name)
     _validate(cfg, {k: v for k, v in defaults.items() if k != "method"}, "")
     model, data = cfg.get("model", {}), cfg.get("data", {})
     if "views" in model and "views" in data and model["views"] != data["views"]:
