@@ -27,6 +27,7 @@ from cma_builder.progress import progress
 from cma_builder.render.messages import RenderRequest
 from cma_builder.render.pool import WorkerPool
 from cma_builder.render.schedule import Outcome, Task, Transport
+from cma_builder.render.scratch import remove_dead_runs
 from cma_builder.render.settings import RenderOptions, RenderSettings
 from cma_builder.render.slices import slice_of
 from cma_builder.source.scan import select_models
@@ -75,6 +76,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     tree, refs = _selection(shapenet, categories, splits, limit, slice_)
     if dry_run:
         return _plan(tree, refs, Path(out), settings, retry_failed, slice_)
+    remove_dead_runs()  # scratch of killed runs on this machine, whether or not this run starts workers
     ray_pool = _connect_ray(settings, options)  # first: a bad --ray-address leaves the output untouched
     try:
         ds = Dataset.open(out, settings, force=force, slice_=slice_)

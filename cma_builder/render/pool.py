@@ -21,14 +21,14 @@ from pathlib import Path
 from cma_builder.errors import CmaError
 from cma_builder.render.messages import Ready, RenderRequest, Result, Setup, Started, Stop
 from cma_builder.render.schedule import Lost, Slot, Transport
-from cma_builder.render.scratch import make_scratch, remove_stale
+from cma_builder.render.scratch import WORKER_PREFIX, make_scratch, remove_stale
 from cma_builder.render.settings import RenderOptions, RenderSettings
 
 STARTUP_TIMEOUT = 180.0
 MAX_START_FAILURES = 3
 
 
-SCRATCH_PREFIX = "cma-render-"
+SCRATCH_PREFIX = WORKER_PREFIX
 # Blender 5 prefixes its log lines with the time and a channel: "00:00.598  render    | Saved: '...'"
 _LOG_PREFIX = re.compile(r"^\d+:\d+(?::\d+)?\.\d+\s+\S+\s+\|\s?")
 _CHATTER = ("Fra:", "Saved:", "Time:", "OBJ import of", "Read blend:", "Blender quit", "Writing:")
@@ -80,7 +80,8 @@ class Worker(Slot):
                 [sys.executable, "-m", "blender_scripts.worker", "--fd-in", str(to_worker_r),
                  "--fd-out", str(from_worker_w)],
                 pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # Ctrl-C reaches the driver only; it stops the workers
+                start_new_session=True,  # Ctrl-C reaches the driver only; it stops the workers
+                env=dict(os.environ, TMPDIR=str(self.scratch)))  # Blender's own temp folder too: gone with ours
         os.close(to_worker_r)
         os.close(from_worker_w)
         self.where = f"pid {self.proc.pid}"

@@ -20,10 +20,10 @@ from cma_builder.errors import CmaError
 from cma_builder.render.messages import Ready, RenderRequest, Result, Setup
 from cma_builder.render.pool import STARTUP_TIMEOUT
 from cma_builder.render.schedule import Lost, Slot, Transport
-from cma_builder.render.scratch import make_scratch, remove_stale
+from cma_builder.render.scratch import ACTOR_PREFIX, make_scratch, remove_stale
 from cma_builder.render.settings import RenderOptions, RenderSettings
 
-SCRATCH_PREFIX = "cma-ray-"
+SCRATCH_PREFIX = ACTOR_PREFIX
 RETRIES = 1  # extra attempts for an object whose actor died while rendering it
 FORWARDED_ENV = ("CMA_FAULTS", "CMA_FAULTS_STATE")  # test hooks reach the actors on every node
 

@@ -10,6 +10,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+WORKER_PREFIX = "cma-render-"  # a local run's folder (its Blender workers' files)
+ACTOR_PREFIX = "cma-ray-"  # a Ray actor's folder
+
 
 def scratch_parent() -> Path:
     shm = Path("/dev/shm")
@@ -61,3 +64,9 @@ def remove_stale(prefix: str) -> list[Path]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
+
+
+def remove_dead_runs() -> list[Path]:
+    """Remove the scratch folders (local runs' and Ray actors') on this machine whose owner process
+    is gone. Every ``render`` and ``merge`` calls it first, whatever it then has to do."""
+    return remove_stale(WORKER_PREFIX) + remove_stale(ACTOR_PREFIX)

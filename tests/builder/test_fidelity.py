@@ -200,9 +200,12 @@ def test_same_bytes_whatever_the_order_workers_executor_or_interruption(synth_tr
     assert sum(r["status"] == "done" for r in index_rows(out)) == 5  # the hung one never finished
     left = list(scratch_parent().glob(f"cma-render-{proc.pid}-*"))
     assert len(left) == 1 and left[0].is_dir()  # the killed run's scratch folder stayed behind
+    assert list(left[0].glob("worker-*/blender_*"))  # Blender's own temp folders were inside it (TMPDIR), not in /tmp
+    proc = render(tree, out, *common, "--categories", cats)  # all done: starts no worker
+    assert proc.returncode == 0 and "0 rendered" in proc.stdout, proc.stdout + proc.stderr
+    assert not left[0].exists()  # even a run with nothing to render removed it (its owner is gone)
     proc = render(tree, out, *common)
     assert proc.returncode == 0 and "1 rendered" in proc.stdout, proc.stdout + proc.stderr
-    assert not left[0].exists()  # the next run on this machine removed it (its owner is gone)
     assert_identical(reference, all_arrays(out), "2 workers, other order, SIGKILL + resume")
 
     # Batch-array slices, each a separate process with its own worker.
