@@ -531,20 +531,14 @@ def merge(dataset: Path) -> None:
       sbatch --dependency=afterany:$ARRAY_JOB_ID --wrap "cma-build merge shapenet-cma"
       cma-build merge shapenet-cma
     """
-    from collections import Counter
+    from cma_builder.format.merge import merge as run_merge
 
-    from cma_builder.format import Dataset, DatasetReader, add_dimension_names
-    from cma_builder.render.settings import RenderSettings
-
-    reader = DatasetReader.open(dataset)
-    ds = Dataset(reader.root, RenderSettings.from_dict(reader.attrs["settings"]))
-    path = ds.write_index()
-    upgraded = sum(add_dimension_names(reader.root / "shards" / name) for name in reader.shard_names())
-    if upgraded:
-        click.echo(f"Added zarr dimension names to {upgraded} shards written before they existed")
-    counts = Counter(r["status"] for r in reader.index_rows())
-    click.echo(f"Index rebuilt: {path}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped "
-               f"in {len(reader.shard_names())} shards")
+    result = run_merge(dataset)
+    if result.upgraded:
+        click.echo(f"Added zarr dimension names to {result.upgraded} shards written before they existed")
+    counts = result.counts
+    click.echo(f"Index rebuilt: {result.index}: {counts['done']} done, {counts['failed']} failed, "
+               f"{counts['skipped']} skipped in {result.shards} shards")
 
 
 def main() -> None:

@@ -341,7 +341,7 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
     """
     import shlex
 
-    from .engine.paths import check_output_dir
+    from .engine.paths import check_inside, check_output_dir
     from .errors import TrainError
     from .eval.benchmark import run_benchmark
     from .methods import METHODS
@@ -358,6 +358,8 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
 
         DatasetReader.open(data)   # a folder that is not a cma-build dataset: one line, before any work
     check_output_dir(out)          # before the mini-ShapeNet is rendered and the methods trained
+    check_inside(out, ["mini-shapenet", "dataset", "runs", *(f"runs/{m}" for m in chosen), "results.json",
+                       "results.csv", "results.md", "accuracy.png"])   # no link in OUT leads elsewhere
     command = "pcssl-train benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     run_benchmark(out, chosen, data, per_category, epochs, eval_every, batch_size, seed,
                   None if device == "auto" else device, progress, command.strip(), ways=ways, shots=shots,

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from cma_builder.errors import CmaError
+from cma_builder.paths import check_name
+
 from . import official
 from .engine import checkpoint as ckpt
 from .engine.paths import check_output_dir, check_output_file
@@ -122,6 +125,11 @@ def export_encoder(source: str | os.PathLike, out: str | os.PathLike | None = No
     else:
         check_output_dir(folder, None)
     got = read_pretrained(path)
+    if out is None and got.label:   # the default name holds the file's own method label, read from the file
+        try:
+            check_name(got.label, f"{path}: its method")
+        except CmaError as exc:
+            raise TrainError(f"{exc}; pass --out FILE") from None
     if fmt == "point-mae":
         return official.write(_point_mae_state(got, str(path)),
                               out or folder / f"{got.label}-epoch{got.epoch}.point-mae.pth", got.epoch)

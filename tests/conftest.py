@@ -4,6 +4,7 @@ sample, CLI runner."""
 from __future__ import annotations
 
 import csv
+import functools
 import inspect
 import os
 import re
@@ -35,6 +36,14 @@ def tree_copy(synth_tree, tmp_path) -> Path:
     dst = tmp_path / "tree"
     shutil.copytree(synth_tree, dst)
     return dst
+
+
+@pytest.fixture
+def golden_copy(tmp_path) -> Path:
+    """A copy of tests/golden/dataset (a small real render: 4 objects, 2 shards) to damage."""
+    from golden.make_golden import GOLDEN
+
+    return shutil.copytree(GOLDEN, tmp_path / "ds")
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +101,7 @@ def rendered(synth_tree, tmp_path_factory):
 
 # --- test tiers ---------------------------------------------------------------------------------
 # Every test that starts a process is marked, so `make test-fast` (-m "not process") is a quick loop:
-#   process: starts any process (Blender render workers, a console script, torchrun, a Ray cluster)
+#   process: starts any process (Blender render workers, a console script, torchrun, mp.spawn, a Ray cluster)
 #   blender: starts Blender render workers (a subset of process)
 #   ddp:     starts a multi-process torch.distributed run (a subset of process)
 # The marks are found from the source of the test, of the fixtures it uses and of the helpers of
@@ -100,53 +109,55 @@ def rendered(synth_tree, tmp_path_factory):
 _SPAWNS = {
     "blender": re.compile(r"\brender\(|cma-build\b.*\brender\b|WorkerPool\("),
     "ddp": re.compile(r"torchrun|nproc|gloo"),
-    "process": re.compile(r"\bsubprocess\.|\brun_cli\(|\brender\(|Popen\(|WorkerPool\(|ray\.init\(|torchrun"),
+    "process": re.compile(r"\bsubprocess\.|\brun_cli\(|\brender\(|Popen\(|WorkerPool\(|ray\.init\(|torchrun|"
+                          r"\bmp\.spawn\("),
 }
 
 
-def _module_helpers(module) -> dict[str, str]:
-    helpers = {}
-    for name, obj in vars(module).items():
-        if inspect.isfunction(obj) and not name.startswith("test_"):
-            try:
-                helpers[name] = inspect.getsource(obj)
-            except (OSError, TypeError):
-                pass
-    return helpers
+@functools.lru_cache(maxsize=None)
+def _source(fn) -> str:
+    """The source of a function, read once per session (tokenizing sources is most of collection)."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
 
 
-def _expanded_source(sources: list[str], helpers: dict[str, str]) -> str:
+@functools.lru_cache(maxsize=None)
+def _module_helpers(module_name: str) -> tuple[dict[str, str], re.Pattern | None]:
+    """Source of each non-test function of a module (and of this conftest), and a pattern that finds
+    calls of them (read once per module)."""
+    helpers = {name: _source(obj) for mod in (__name__, module_name) for name, obj in vars(sys.modules[mod]).items()
+               if inspect.isfunction(obj) and not name.startswith("test_")}
+    names = "|".join(map(re.escape, sorted(helpers, key=len, reverse=True)))
+    return helpers, re.compile(rf"\b({names})\(") if helpers else None
+
+
+def _expanded_source(sources: list[str], module_name: str) -> str:
     """The given sources plus every module helper they call, transitively."""
+    helpers, calls = _module_helpers(module_name)
     seen, todo, out = set(), list(sources), []
     while todo:
         src = todo.pop()
         out.append(src)
-        for name, body in helpers.items():
-            if name not in seen and re.search(rf"\b{re.escape(name)}\(", src):
+        for name in set(calls.findall(src)) if calls else ():
+            if name not in seen:
                 seen.add(name)
-                todo.append(body)
+                todo.append(helpers[name])
     return "\n".join(out)
 
 
 def pytest_collection_modifyitems(config, items):
-    helper_cache: dict[str, dict[str, str]] = {}
     for item in items:
         fn = getattr(item, "function", None)
         if fn is None:
             continue
-        module = inspect.getmodule(fn)
-        helpers = helper_cache.setdefault(module.__name__, {**_module_helpers(sys.modules[__name__]),
-                                                           **_module_helpers(module)})
-        sources = [inspect.getsource(fn)]
+        sources = [_source(fn)]
         for defs in item._fixtureinfo.name2fixturedefs.values():
             for fixture in defs:
-                if getattr(fixture.func, "__module__", "").startswith(("_pytest", "pytest")):
-                    continue
-                try:
-                    sources.append(inspect.getsource(fixture.func))
-                except (OSError, TypeError):
-                    pass
-        text = _expanded_source(sources, helpers)
+                if not getattr(fixture.func, "__module__", "").startswith(("_pytest", "pytest")):
+                    sources.append(_source(fixture.func))
+        text = _expanded_source(sources, inspect.getmodule(fn).__name__)
         for mark, pattern in _SPAWNS.items():
             if pattern.search(text):
                 item.add_marker(mark)

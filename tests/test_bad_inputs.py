@@ -5,18 +5,24 @@ CliRunner), so the whole table takes seconds; new commands join the table when t
 
 from __future__ import annotations
 
+import csv
 import hashlib
-import os
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
+import zarr
 from click.testing import CliRunner
+
+from conftest import index_rows
 
 from cma_builder.cli import cli as cma_build
 from pcssl_train.cli import cli as pcssl_train
 from pcssl_train.engine.config import load_config
 from pcssl_train.engine.trainer import pretrain
+from pcssl_train.export import export_encoder
 
 CLIS = {"cma-build": cma_build, "pcssl-train": pcssl_train}
 
@@ -38,11 +44,89 @@ def world(rendered, synth_tree, tmp_path_factory):
     (root / "folder").mkdir()
     (root / "folder" / "something.txt").write_text("x")
     (root / "poses.json").write_text("{not json")
+    damaged = damaged_datasets(rendered, root)
+    outside = root / "outside"  # where a link inside an output folder points: must stay empty
+    outside.mkdir()
+    links = linked_outputs(rendered, run, root, outside)
     return {"DS": str(rendered), "TREE": str(synth_tree), "RUN": str(run), "TRUNC": str(trunc),
             "CKPT": str(run / "checkpoints" / "last.pt"), "TRUNC_CKPT": str(ckpt), "FILE": str(root / "file.txt"),
             "BADYAML": str(root / "bad.yaml"), "LISTYAML": str(root / "list.yaml"), "DIR": str(root / "folder"),
             "BADJSON": str(root / "poses.json"), "NOPE": str(root / "does-not-exist"), "OUT": str(root / "out"),
-            "_watch": [rendered, synth_tree, root]}
+            **damaged, **links, "_watch": [rendered, synth_tree, root], "_outside": outside}
+
+
+ESCAPE_M, ESCAPE_S = "../../../../../../escape-m", "../../../../../../escape-s"
+
+
+def edit_index(ds: Path, edit) -> None:
+    with open(ds / "index.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    edit(rows)
+    with open(ds / "index.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def damaged_datasets(rendered: Path, root: Path) -> dict[str, str]:
+    """Copies of the real render, each damaged one way (datasets travel; someone else made these)."""
+    made = {}
+
+    def copy(name: str) -> Path:
+        ds = root / name.lower()
+        shutil.copytree(rendered, ds)
+        made[name] = str(ds)
+        return ds
+
+    def crafted(rows):
+        rows[0]["model_id"], rows[1]["synset_id"] = ESCAPE_M, ESCAPE_S
+
+    def train_shard(ds: Path) -> Path:  # a shard every command here reads (train: pretrain and eval too)
+        return ds / "shards" / next(r["shard"] for r in index_rows(ds) if r["split"] == "train")
+
+    edit_index(copy("CRAFTED"), crafted)                      # index ids that climb out of any folder
+    edit_index(copy("CRAFTED_CAT"), lambda rows: rows[2].update(category="../../escape-c"))
+    edit_index(copy("MISMATCH"), lambda rows: next(r for r in rows if r["split"] == "train").update(
+        model_id="0123456789abcdef"))                        # a safe id, but not the one the shard stores
+    ds = copy("NOARRAY")                                      # a shard lost an array
+    shutil.rmtree(train_shard(ds) / "fused_points")
+    ds = copy("BADSHAPE")                                     # an array disagrees with its neighbours
+    group = zarr.open_group(train_shard(ds), mode="r+", use_consolidated=False)
+    n = group["K"].shape[0]
+    del group["view_foreground"]
+    group.create_array("view_foreground", shape=(n - 1, 4), dtype="int32")
+    ds = copy("NOSHARD")                                      # an index row points at a shard that is gone
+    shutil.rmtree(train_shard(ds))
+    ds = copy("LOGCRAFT")                                     # a run log (merge rebuilds the index from logs)
+    log = sorted((ds / "log").glob("*.jsonl"))[0]
+    rec = json.loads(log.read_text().splitlines()[0])
+    log.write_text(log.read_text() + json.dumps(dict(rec, status="failed", model_id=ESCAPE_M)) + "\n")
+    return made
+
+
+def linked_outputs(rendered: Path, run: Path, root: Path, outside: Path) -> dict[str, str]:
+    """Output folders of earlier, real runs in which a link points outside (to ``outside``)."""
+    export_dir = root / "linked-export"
+    assert CliRunner().invoke(cma_build, ["export", str(rendered), "--format", "ply", "--out", str(export_dir),
+                                          "--limit", "1"]).exit_code == 0
+    row = index_rows(rendered)[-1]  # not the exported one: its category folder does not exist yet
+    (export_dir / row["synset_id"]).symlink_to(outside, target_is_directory=True)
+    preview_dir = root / "linked-preview"
+    preview_dir.mkdir()
+    (preview_dir / "grid.png").symlink_to(outside / "grid.png")
+    linked_run = root / "linked-run"
+    shutil.copytree(run, linked_run)
+    (linked_run / "metrics.csv").unlink()
+    (linked_run / "metrics.csv").symlink_to(outside / "metrics.csv")
+    bench = root / "linked-bench"
+    bench.mkdir()
+    (bench / "runs").symlink_to(outside, target_is_directory=True)
+    labelled = root / "labelled.pt"  # an encoder export whose method label climbs out of the folder
+    export_encoder(run, root / "encoder.pt")
+    torch.save(dict(torch.load(root / "encoder.pt", weights_only=True), method="../../escape-label"), labelled)
+    return {"LINKED_EXPORT": str(export_dir), "LINKED_PREVIEW": str(preview_dir), "LINKED_RUN": str(linked_run),
+            "LINKED_BENCH": str(bench), "LABELLED": str(labelled)}
 
 
 B, P = "cma-build", "pcssl-train"
@@ -163,6 +247,34 @@ CASES = [
     (P, "benchmark -d DS -o OUT/bm --shots 0", "--shots"),
     (P, "benchmark -d DS -o OUT/bm --methods bogus", "bogus"),
     (P, "benchmark -d DS -o OUT/bm --ways 40", "--ways"),
+    # --- datasets someone else made: crafted or mismatched ids, damaged shards (every command that reads one)
+    *[(B, f"export {ds} --format {fmt} --out OUT/e", why) for ds, why in (
+        ("CRAFTED", "is not a safe name"), ("MISMATCH", "but the shard stores"), ("NOARRAY", "fused_points is missing"),
+        ("BADSHAPE", "view_foreground has shape"), ("NOSHARD", "missing, but index.csv places"))
+      for fmt in ("ply", "nerf", "shapenet55 --points 1024", "colmap")],
+    *[(B, f"{cmd.replace('X', ds)}", why) for ds, why in (
+        ("CRAFTED", "is not a safe name"), ("CRAFTED_CAT", "category"), ("MISMATCH", "but the shard stores"),
+        ("NOARRAY", "fused_points is missing"), ("BADSHAPE", "view_foreground has shape"),
+        ("NOSHARD", "missing, but index.csv places"))
+      for cmd in ("preview X --out OUT/p", "stats X --json OUT/s.json")],
+    (B, "merge NOARRAY", "fused_points is missing"),
+    (B, "merge BADSHAPE", "view_foreground has shape"),
+    (B, "merge NOSHARD", "missing, but index.csv line"),
+    (B, "merge LOGCRAFT", "is not a safe name"),
+    *[(P, f"pretrain -c point-mae-tiny -d {ds} -o OUT/r", why) for ds, why in (
+        ("CRAFTED", "is not a safe name"), ("MISMATCH", "but the shard stores"), ("NOARRAY", "fused_points is missing"),
+        ("BADSHAPE", "view_foreground has shape"), ("NOSHARD", "missing, but index.csv places"))],
+    *[(P, f"eval RUN -p svm -b cma -r {ds} -o OUT/e.json", why) for ds, why in (
+        ("CRAFTED", "is not a safe name"), ("MISMATCH", "but the shard stores"), ("NOARRAY", "fused_points is missing"),
+        ("BADSHAPE", "view_foreground has shape"), ("NOSHARD", "missing, but index.csv places"))],
+    (P, "benchmark -d CRAFTED -o OUT/bm --methods point-mae", "is not a safe name"),
+    # --- a link inside an output folder pointing outside it: refused, never written through
+    (B, "export DS --format ply --out LINKED_EXPORT", "points outside it"),
+    (B, "preview DS --out LINKED_PREVIEW", "points outside it"),
+    (P, "pretrain -c point-mae-tiny -d DS -o LINKED_RUN --set optim.epochs=2 --set train.tensorboard=false",
+     "points outside it"),
+    (P, "benchmark -d DS -o LINKED_BENCH --methods point-mae", "points outside it"),
+    (P, "export LABELLED", "is not a safe name"),
 ]
 
 
@@ -202,3 +314,6 @@ def test_bad_input_is_one_line_and_changes_nothing(cli, args, expect, world, tmp
     assert expect.replace("NOPE", world["NOPE"]) in err, f"{cli} {args}: {err}"
     assert tree_hash(world["_watch"]) == before, f"{cli} {args} changed files"
     assert not any(out.iterdir()), f"{cli} {args} wrote into {out}"
+    assert not any(world["_outside"].iterdir()), f"{cli} {args} wrote through a link"
+    for folder in [Path.cwd(), *Path(world["OUT"]).parents]:  # where the crafted ids lead
+        assert not list(folder.glob("escape-*")), f"{cli} {args} wrote outside --out"

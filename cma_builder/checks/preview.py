@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from cma_builder.atomic import check_output_dir
+from cma_builder.atomic import check_output_dir, current_umask
 from cma_builder.geometry.cameras import camera_center, project
 from cma_builder.checks.drawing import cloud_view, gray_backdrop, label, scale_bar, splat, text_image, turbo, upscale
 from cma_builder.errors import CmaError
 from cma_builder.progress import progress
 from cma_builder.format import DatasetReader, ObjectRef
+from cma_builder.paths import check_inside
 
 GAP = 4
 LABEL_W = 70
@@ -205,13 +207,26 @@ def category_grid(thumbs: list[tuple[ObjectRef, np.ndarray]], title: str, size: 
 
 
 def _save(img: Image.Image, path: Path, layout: dict | None = None) -> Path:
+    """Write the PNG atomically: a new temporary file beside it (never an existing one, nor a link
+    in its place), then renamed over ``path``."""
     info = PngImagePlugin.PngInfo()
     if layout is not None:
         info.add_text("cma-layout", json.dumps(layout))
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG", pnginfo=info, optimize=False)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            img.save(fh, format="PNG", pnginfo=info, optimize=False)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def sheet_name(obj: ObjectRef) -> str:
+    """The contact sheet's file name: CATEGORY_MODEL.png (the ids are safe names, checked on reading)."""
+    return f"{obj.category or obj.synset_id}_{obj.model_id}.png"
 
 
 def preview(path: str | os.PathLike, out: str | os.PathLike, ids: list[str] | None = None, n: int = 16,
@@ -225,17 +240,18 @@ def preview(path: str | os.PathLike, out: str | os.PathLike, ids: list[str] | No
         raise CmaError(f"--max-views must be at least 1, got {max_views}")
     reader = DatasetReader.open(path)
     objs = choose(reader, ids, n, seed)
+    reader.verify(objs)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise CmaError(f"--out {out}: is a file; expected a folder for the PNGs")
     check_output_dir(out, "--out")
+    check_inside(out, [*(sheet_name(o) for o in objs), "grid.png"])
     out.mkdir(parents=True, exist_ok=True)
     written, thumbs = [], []
     for obj in progress(objs, desc="preview", unit="obj", enabled=show_progress):
         a = reader.load(obj)
         sheet, layout = contact_sheet(a, obj, reader, max_views)
-        name = f"{obj.category or obj.synset_id}_{obj.model_id}.png".replace("/", "_")
-        written.append(_save(sheet, out / name, layout))
+        written.append(_save(sheet, out / sheet_name(obj), layout))
         best = int(np.argmax(a["view_foreground"]))
         thumbs.append((obj, a["rgb"][best]))
     title = f"{reader.root.name}: {len(objs)} objects, {len({o.synset_id for o in objs})} categories"

@@ -80,6 +80,7 @@ def _dir_bytes(path: Path) -> int:
 def stats(path: str | os.PathLike, show_progress: bool = True) -> Stats:
     reader = DatasetReader.open(path)
     rows = reader.index_rows()
+    reader.verify(reader.objects(rows), reader.shard_names())  # every shard is read below
     out = Stats(reader.root, reader.attrs["settings"])
     for r in rows:
         cat = r.get("category") or r["synset_id"]

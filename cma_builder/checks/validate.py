@@ -25,6 +25,7 @@ from cma_builder.checks.rules import CHECKS, mesh_values, object_values
 from cma_builder.errors import CmaError
 from cma_builder.progress import progress
 from cma_builder.format import DatasetReader, ObjectRef, ref
+from cma_builder.format.integrity import shard_problems
 from cma_builder.render.settings import FORMAT_VERSION
 from cma_builder.source.shapenet import MODEL_OBJ, ShapeNetTree
 
@@ -128,25 +129,8 @@ def structure(reader: DatasetReader, rows: list[dict], report: Report) -> list[O
     spec = reader.attrs["arrays"]
     shards: dict[str, dict] = {}  # name -> {"keys": [...], "problems": [...]}
     for name in reader.shard_names():
-        problems, keys = [], []
-        try:
-            group = reader.shard(name)
-            keys = [f"{s}/{m}" for s, m in zip(group["synset_id"][:], group["model_id"][:])]
-            for array, s in spec.items():
-                if array not in group:
-                    problems.append(f"{array} missing")
-                    continue
-                arr = group[array]
-                want = (len(keys),) + tuple(s["example_shape"][1:])
-                if tuple(arr.shape) != want:
-                    problems.append(f"{array} shape {tuple(arr.shape)}, expected {want}")
-                elif s["dtype"] == "string" and arr.dtype.kind not in "OUT":
-                    problems.append(f"{array} dtype {arr.dtype}, expected strings")
-                elif s["dtype"] != "string" and np.dtype(s["dtype"]) != arr.dtype:
-                    problems.append(f"{array} dtype {arr.dtype}, expected {s['dtype']}")
-        except Exception as exc:  # an unreadable shard is a finding, not a crash
-            problems.append(f"unreadable ({exc.__class__.__name__}: {exc})")
-        shards[name] = {"keys": keys, "problems": problems}
+        keys, problems = shard_problems(reader.root, name, spec)  # the rules every reader applies
+        shards[name] = {"keys": keys or [], "problems": problems}
 
     where: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for name, s in shards.items():

@@ -58,6 +58,9 @@ class ShapeNet55(Exporter):
         with open(path, "wb") as fh:
             np.save(fh, np.ascontiguousarray(arrays["fused_points"][:n], dtype=np.float32))
 
+    def list_files(self) -> list[str]:
+        return [f"{LIST_DIR}/{split}.txt" for split in ("train", "val", "test")]
+
     def finish(self, out: Path, exported: list[ObjectRef]) -> list[Path]:
         (out / LIST_DIR).mkdir(exist_ok=True)
         paths = []

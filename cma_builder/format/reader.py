@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 
 from cma_builder.errors import CmaError
+from cma_builder.format.integrity import check_index_row, shard_problems
 from cma_builder.format.schema import ARRAYS, FORMAT, read_attrs, shard_names
 from cma_builder.format.shards import ShardArray
 from cma_builder.render.settings import RenderSettings
@@ -79,7 +80,7 @@ class DatasetReader:
     def _opened(self) -> dict:
         """This process's opened groups and arrays (a forked or unpickled copy starts empty)."""
         if self._cache is None or self._cache["pid"] != os.getpid():
-            self._cache = {"pid": os.getpid(), "groups": {}, "arrays": OrderedDict(), "listed": {}}
+            self._cache = {"pid": os.getpid(), "groups": {}, "arrays": OrderedDict(), "listed": {}, "checked": {}}
         return self._cache
 
     @classmethod
@@ -103,7 +104,11 @@ class DatasetReader:
             missing = {"synset_id", "model_id", "status", "shard", "row"} - set(reader.fieldnames or [])
             if missing:
                 raise CmaError(f"{path}: not a cma-build index (missing columns: {', '.join(sorted(missing))})")
-            return list(reader)
+            rows = []
+            for row in reader:
+                check_index_row(row, reader.line_num, path)  # ids become file names: refuse unsafe ones
+                rows.append(row)
+        return rows
 
     def objects(self, rows: list[dict] | None = None) -> list[ObjectRef]:
         """The done objects of the index, in index order."""
@@ -112,6 +117,46 @@ class DatasetReader:
 
     def shard_names(self) -> list[str]:
         return shard_names(self.root)
+
+    def verify(self, objs: list[ObjectRef], shards: list[str] = ()) -> None:
+        """Refuse (CmaError, one line naming the shard and what is wrong) to go on with ``objs`` and
+        ``shards`` when a shard they need is missing, lacks an array the dataset documents, has one
+        of another shape or dtype than its neighbours and the settings say, or stores other ids at
+        an object's row than the index gives (see :mod:`~cma_builder.format.integrity`). Each shard
+        is checked once per process."""
+        present = set(self.shard_names())
+        by_shard: dict[str, list[ObjectRef]] = {name: [] for name in shards}
+        for obj in objs:
+            by_shard.setdefault(obj.shard, []).append(obj)
+        for name, members in by_shard.items():
+            folder = self.root / "shards" / name
+            if name not in present:
+                first = members[0].key if members else ""
+                more = f" and {len(members) - 1} more" if len(members) > 1 else ""
+                raise CmaError(f"{folder}: missing, but index.csv places {first}{more} in it (copy the shard back, "
+                               "or run cma-build render on this dataset again to render them anew)")
+            keys = self.stored_keys(name)
+            for obj in members:
+                if obj.row >= len(keys):
+                    raise CmaError(f"{folder}: index.csv places {obj.key} at row {obj.row}, but the shard holds "
+                                   f"{len(keys)} objects")
+                if keys[obj.row] != obj.key:
+                    raise CmaError(f"{folder}: index.csv places {obj.key} at row {obj.row}, but the shard stores "
+                                   f"{keys[obj.row]} there; the index does not belong to these shards (cma-build "
+                                   "merge rebuilds it from them)")
+
+    def stored_keys(self, shard: str) -> list[str]:
+        """The key ("synset/model") stored at each row of ``shard``, after checking that the shard is
+        whole (CmaError, one line, otherwise; checked once per process)."""
+        checked = self._opened()["checked"]
+        if shard not in checked:
+            checked[shard] = shard_problems(self.root, shard, self.attrs["arrays"])
+        keys, problems = checked[shard]
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise CmaError(f"{self.root / 'shards' / shard}: {problems[0]}{more}; the dataset is damaged "
+                           "(cma-build validate lists every problem)")
+        return keys
 
     # --- arrays -------------------------------------------------------------------------
     def shard(self, name: str) -> zarr.Group:
@@ -145,11 +190,19 @@ class DatasetReader:
 
     def read(self, obj: ObjectRef, name: str, view: int | None = None) -> np.ndarray:
         """The object's row of array ``name`` (leading axis dropped), or only one ``view`` of it."""
-        return self.array(obj.shard, name).read(obj.row, view)
+        try:
+            return self.array(obj.shard, name).read(obj.row, view)
+        except (ValueError, RuntimeError, IndexError, OSError) as exc:  # damaged bytes: one line, not a traceback
+            raise CmaError(f"{self.root / 'shards' / obj.shard / name}: unreadable at row {obj.row} "
+                           f"({exc.__class__.__name__}: {exc})") from None
 
     def read_shard(self, shard: str, name: str) -> np.ndarray:
         """Array ``name`` of every object of ``shard``."""
-        return self.array(shard, name).read_all()
+        try:
+            return self.array(shard, name).read_all()
+        except (ValueError, RuntimeError, IndexError, OSError) as exc:
+            raise CmaError(f"{self.root / 'shards' / shard / name}: unreadable ({exc.__class__.__name__}: {exc})") \
+                from None
 
     def load(self, obj: ObjectRef, arrays: list[str] | None = None) -> dict[str, np.ndarray]:
         """The object's arrays (all present ones when ``arrays`` is None), leading axis dropped."""

@@ -36,6 +36,7 @@ from zarr.codecs import BloscCodec
 from cma_builder import faults
 from cma_builder.atomic import atomic_write
 from cma_builder.errors import CmaError
+from cma_builder.paths import check_name
 from cma_builder.format.schema import (ARRAYS, FORMAT, INDEX_COLUMNS, describe, dimension_names, read_attrs,
                                        shard_names)
 from cma_builder.render.settings import RenderSettings
@@ -45,6 +46,19 @@ _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 def _key(rec: dict) -> tuple[str, str]:
     return (rec["synset_id"], rec["model_id"])
+
+
+def _checked_key(rec: object, where: str) -> tuple[str, str]:
+    """The record's (synset_id, model_id), refused unless both are safe names and its status known."""
+    if not isinstance(rec, dict) or rec.get("status") not in ("done", "failed", "skipped"):
+        raise CmaError(f"{where}: not a cma-build object record")
+    for column in ("synset_id", "model_id"):
+        check_name(rec.get(column), f"{where}: {column}")
+    if rec["status"] == "done":
+        check_name(rec.get("shard"), f"{where}: shard")
+        if not isinstance(rec.get("row"), int) or rec["row"] < 0:
+            raise CmaError(f"{where}: row {rec.get('row')!r} is not a row number")
+    return _key(rec)
 
 
 @dataclass
@@ -158,27 +172,32 @@ class Dataset:
         group.create_group("shards")
 
     # --- state ----------------------------------------------------------------------------
-    def state(self) -> State:
+    def state(self, strict: bool = False) -> State:
         """Latest record per object from the logs, reconciled with the shards on disk: a
         committed shard's objects are done even if the log lost them; a 'done' record whose
-        shard is gone does not count."""
+        shard is gone does not count (``strict``: is refused, as by ``merge``). A record whose
+        ids are not safe names is refused (CmaError): they become index rows and file names."""
         records: dict[tuple[str, str], dict] = {}
         for log in sorted((self.root / "log").glob("*.jsonl")):
-            for line in log.read_text("utf-8", errors="replace").splitlines():
+            for number, line in enumerate(log.read_text("utf-8", errors="replace").splitlines(), start=1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a crash
-                records[_key(rec)] = rec
+                records[_checked_key(rec, f"{log} line {number}")] = rec
         shards = self.shard_names()
         present = set(shards)
         for key, rec in list(records.items()):
             if rec["status"] == "done" and rec.get("shard") not in present:
+                if strict:
+                    raise CmaError(f"{self.root / 'shards' / str(rec.get('shard'))}: missing, but the run log says "
+                                   f"{key[0]}/{key[1]} was written to it (copy the shard back, or run cma-build render "
+                                   "on this dataset again to render them anew)")
                 del records[key]
         for name in shards:
             attrs = zarr.open_group(self.root / "shards" / name, mode="r", use_consolidated=False).attrs.asdict()
             for rec in attrs.get("objects", []):
-                key = _key(rec)
+                key = _checked_key(rec, f"{self.root / 'shards' / name}")
                 old = records.get(key)
                 if old is None or old["status"] != "done" or old.get("shard") not in present:
                     records[key] = rec

@@ -105,15 +105,14 @@ class CmaDataset(torch.utils.data.Dataset):
         self.labels = np.array([int(r["label"]) if r.get("label", "").lstrip("-").isdigit() else -1 for r in rows],
                                dtype=np.int64)
         needed = self.required_arrays(kind, image=image, with_fused=with_fused, view_points=view_points)
-        present = set(reader.shard_names())
-        for shard in sorted({o.shard for o in self.objects}):
-            if shard not in present:
-                raise TrainError(f"{self.root}: shard {shard} listed in index.csv is missing (run cma-build render "
-                                 "on this dataset again to rebuild the index)")
-            missing = [a for a in needed if not reader.has_array(shard, a)]
-            if missing:
-                raise TrainError(f"{self.root}: shard {shard} lacks {', '.join(missing)}, needed by sample kind "
-                                 f"'{kind}' (render the dataset again with the current cma-build)")
+        missing = [a for a in needed if a not in reader.attrs["arrays"]]
+        if missing:
+            raise TrainError(f"{self.root}: the dataset has no {', '.join(missing)}, needed by sample kind "
+                             f"'{kind}' (render it again with the current cma-build)")
+        try:
+            reader.verify(self.objects)  # a missing shard or array, a wrong shape, ids the shards do not store
+        except CmaError as exc:
+            raise TrainError(str(exc)) from None
         self._cache: dict | None = None
 
     @staticmethod

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from cma_builder import atomic
+from cma_builder.paths import check_inside  # noqa: F401  (a run writes only inside its folder)
 
 
 def check_output_dir(path: str | os.PathLike, option: str | None = "--out") -> Path:

@@ -24,7 +24,7 @@ from . import checkpoint, distributed
 from .config import config_diff, validate
 from .initialize import initialize
 from .metrics import MetricsLog
-from .paths import check_output_dir
+from .paths import check_inside, check_output_dir
 from .progress import progress_bar
 from .schedule import make_scheduler
 
@@ -60,6 +60,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# What a run writes inside its folder (rng-rank*.pt and epoch-*.pt go into checkpoints/ too).
+RUN_FILES = ("config.yaml", "config.tmp", "checkpoints", "checkpoints/last.pt", "metrics.csv", "tensorboard",
+             "throughput.json", "throughput.json.tmp")
 
 
 class Trainer:
@@ -111,6 +116,7 @@ class Trainer:
         """Read-only: the run folder is a run of this very config (resume), or can become one."""
         saved = self.run / "config.yaml"
         check_output_dir(self.run)
+        check_inside(self.run, RUN_FILES)   # a link in the run folder pointing elsewhere: refused, not written through
         if saved.is_file():
             try:
                 old = yaml.safe_load(saved.read_text())

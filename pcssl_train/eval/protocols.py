@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+from cma_builder.atomic import atomic_write
+
 from ..errors import TrainError
 from .features import extract_features, load_spec
 from .fewshot import few_shot
@@ -107,9 +109,11 @@ def run_protocol(encoder, protocol: str, benchmark: str, root, variant=None, num
 
 
 def write(result: dict, out: Path) -> None:
-    """OUT (JSON), OUT.csv (one row per score) and OUT.md (the summary)."""
+    """OUT (JSON), OUT.csv (one row per score) and OUT.md (the summary), each replaced atomically (a
+    link in their place is replaced, never written through)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+    with atomic_write(out) as fh:
+        fh.write(json.dumps(result, indent=1, default=str))
     base = {k: result[k] for k in ("encoder", "method", "pretrain_epoch", "benchmark", "variant", "points", "seed",
                                    "protocol")}
     if result["protocol"] == "fewshot":
@@ -118,10 +122,10 @@ def write(result: dict, out: Path) -> None:
     else:
         metrics = ("test_accuracy", "test_accuracy_vote", "test_accuracy_at_best_val", "instance_miou", "category_miou")
         rows = [{**base, "metric": m, "value": result[m]} for m in metrics if m in result]
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+    with atomic_write(out.with_suffix(".csv"), newline="") as fh:
         w = csv.DictWriter(fh, list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
-    out.with_suffix(".md").write_text(f"**{result['protocol']}** on {result['benchmark']}"
-                                      f"{'/' + result['variant'] if result['variant'] else ''}, encoder "
-                                      f"`{result['encoder']}`\n\n" + result["summary"] + "\n")
+    with atomic_write(out.with_suffix(".md")) as fh:
+        fh.write(f"**{result['protocol']}** on {result['benchmark']}{'/' + result['variant'] if result['variant'] else ''}"
+                 f", encoder `{result['encoder']}`\n\n" + result["summary"] + "\n")

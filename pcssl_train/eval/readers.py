@@ -46,6 +46,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cma_builder.errors import CmaError
+from cma_builder.paths import check_name, inside
+
 from ..errors import TrainError
 from .pointset import PointSet
 
@@ -137,14 +140,25 @@ def _modelnet_files(root: Path, split: str) -> list[Path]:
         line = line.strip()
         if not line:
             continue
-        candidates = [root / Path(line).name, root / line]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = next((c for c in _inside_candidates(root, line) if c.is_file()), None)
         if found is None:
             raise TrainError(f"{root}: missing {Path(line).name}, listed in {listing.name} ({MODELNET40_LAYOUT})")
         files.append(found)
     if not files:
         raise TrainError(f"{listing}: lists no h5 files ({MODELNET40_LAYOUT})")
     return files
+
+
+def _inside_candidates(root: Path, line: str) -> list[Path]:
+    """Where a listed h5 file may be: ROOT/<its name>, ROOT/<the listed path>; only those inside ROOT
+    (the listing is a file someone else wrote: it never leads the reader elsewhere)."""
+    found = []
+    for rel in (Path(line).name, line):
+        try:
+            found.append(inside(root, rel))
+        except CmaError:
+            pass
+    return found
 
 
 def _modelnet_names(root: Path, labels: np.ndarray) -> list[str]:
@@ -307,7 +321,10 @@ def read_shapenetpart(root, split: str, num_points: int = 2048, seed: int = 0) -
     points, seg, labels, ids = [], [], [], []
     seen: list[set[int]] = [set() for _ in cats]
     for synset, model in entries:
-        path = root / synset / f"{model}.txt"
+        try:   # names from the file list: never a path outside ROOT
+            path = inside(root, f"{check_name(synset, 'synset')}/{check_name(model, 'model')}.txt")
+        except CmaError as exc:
+            raise TrainError(f"{root}: the {split} file list names {synset}/{model}: {exc}") from None
         if not path.is_file():
             raise TrainError(f"{root}: missing {synset}/{model}.txt, listed in the {split} file list "
                              f"({SHAPENETPART_LAYOUT})")

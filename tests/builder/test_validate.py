@@ -114,7 +114,7 @@ def test_an_object_missing_from_the_index_and_a_wrong_shape_are_found(rendered, 
     fails = json.loads(report_path.read_text())["failures"]
     assert any(f["object"] == f"{dropped[0]}/{dropped[1]}" and f["check"] == "structure.index"
                and "index.csv says" in f["detail"] for f in fails)
-    assert any(f["check"] == "structure.arrays" and "view_foreground shape" in f["detail"] for f in fails)
+    assert any(f["check"] == "structure.arrays" and "view_foreground has shape" in f["detail"] for f in fails)
 
 
 def test_sample_thresholds_and_bad_input(rendered, tmp_path):

@@ -89,9 +89,8 @@ def test_errors_are_one_line_train_errors(rendered, tmp_path):
     shutil.copytree(rendered, broken)
     shard = CmaDataset(broken, split="all").objects[0].shard
     shutil.rmtree(broken / "shards" / shard / "view_pixels")
-    CmaDataset(broken, kind="fused", split="all")  # does not need it
-    for kind in ("view", "multiview"):
-        with pytest.raises(TrainError, match="view_pixels"):
+    for kind in ("fused", "view", "multiview"):  # a shard that lost an array is damaged, whatever a kind reads
+        with pytest.raises(TrainError, match=f"{shard}: array view_pixels is missing; the dataset is damaged"):
             CmaDataset(broken, kind=kind, split="all")
     assert not any("normal" in CmaDataset.required_arrays(k) for k in ("fused", "view", "multiview"))
     assert "rgb" not in CmaDataset.required_arrays("view", image=False)
