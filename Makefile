@@ -13,13 +13,26 @@ DEMO_SEED ?= 0
 DEMO_PREVIEW ?= 8
 DEMO_RENDER_ARGS ?= --resolution 96 --views 6 --samples 16 --view-points 1024 --fused-points 4096
 PYTEST_ARGS ?=
+# Another CPU family's kernels on this machine: `make test KERNELS=avx2` (an AVX2 machine such as AMD EPYC
+# Zen 2/3) or KERNELS=default (no SIMD). Holds torch (ATen), oneDNN, MKL, OpenBLAS and numpy to that
+# instruction set; each picks its kernels by CPU, and their rounding differs.
+KERNELS ?=
+KERNELS_avx2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell \
+	NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+KERNELS_default := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
+	OPENBLAS_CORETYPE=Nehalem NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL \
+	AVX512_ICL AVX512_SPR AVX2 FMA3 F16C AVX"
+# inductor's compile cache does not tell the kernel sets apart (it reuses AVX-512 code under avx2): one each
+KERNEL_ENV = $(if $(KERNELS),$(or $(KERNELS_$(KERNELS)),$(error KERNELS must be avx2 or default, got $(KERNELS))) \
+	TORCHINDUCTOR_CACHE_DIR=$${TMPDIR:-/tmp}/torchinductor-$(KERNELS))
 
 .PHONY: help install system-deps python-deps test test-fast demo clean FORCE
 
 help:
 	@echo "make demo     synthesize the mini-ShapeNet, scan, render, validate and preview it (sets itself up)"
 	@echo "make test     install, then run the test suite"
-	@echo "make test-fast  the tests that start no process (no Blender, no subprocess): about a minute"
+	@echo "make test-fast  the tests that start no process and train nothing for long: under half a minute"
+	@echo "               (KERNELS=avx2 or KERNELS=default: as on a CPU of that family)"
 	@echo "make install  create $(VENV) and install the toolkit into it"
 	@echo "make clean    remove $(VENV) and out/"
 
@@ -63,11 +76,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(KERNEL_ENV) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
-# The quick developer loop: tests/conftest.py marks every test that starts a process.
+# The quick developer loop: tests/conftest.py marks every test that starts a process; slow marks
+# torch.compile and the learning tests (seconds each).
 test-fast: install
-	$(BIN)/python -m pytest -m "not process and not slow" $(PYTEST_ARGS)
+	$(KERNEL_ENV) $(BIN)/python -m pytest -m "not process and not slow" $(PYTEST_ARGS)
 
 # Rewritten only when the demo parameters change, so the tree below is rebuilt only then.
 $(DEMO)/.synth-params: FORCE

@@ -16,7 +16,7 @@ import csv
 import numpy as np
 import pytest
 
-from golden.make_golden import (GOLDEN, HERE, copy_dataset, dataset_arrays, dataset_attrs, index_rows, kernel_family,
+from golden.make_golden import (GOLDEN, HERE, copy_dataset, dataset_arrays, dataset_attrs, index_rows,
                                 render, train_losses)
 
 CAMERA = ("K", "world_to_cam", "blender_matrix_world", "bounding_sphere", "diagonal")
@@ -85,19 +85,25 @@ def test_the_fresh_index_equals_the_golden_index(fresh):
         assert list(csv.DictReader(fh).fieldnames) == list(csv.DictReader(open(GOLDEN / "index.csv")).fieldnames)
 
 
+LOSS_REL = 2e-3
+
+
 def test_training_losses_on_the_golden_dataset_equal_the_golden_ones(tmp_path):
-    """rel 1e-5 where torch dispatches to the kernels the losses were recorded with; elsewhere
-    rel 1e-2, since CPU kernels for another instruction set sum in another order and 2 epochs
-    amplify that."""
+    """Within rel LOSS_REL on any x86 CPU. Which kernels torch, oneDNN and MKL pick (instruction set,
+    vendor, thread count) changes the rounding, and 2 epochs amplify it; measured against the
+    recording (an AVX-512 machine): at most 6.2e-5 with AVX-512 or AVX2 kernels (another AVX-512
+    machine, and ATEN_CPU_CAPABILITY=avx2 with ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2),
+    1 to 16 threads; 8.3e-4 with torch's scalar 'default' kernels. A change to what is trained moves
+    them far more: another train.seed 5-40 %, a 10 % larger learning rate mm-point's second loss
+    2.1e-3. (Until 2026-12 this was 1e-5 when torch reported the recording's instruction set: it
+    failed on another AVX-512 machine, mm-point off by 6.2e-5.)"""
     import json
 
-    record = json.loads((HERE / "losses.json").read_text())
-    want = record["losses"]
-    rel = 1e-5 if kernel_family() == record["recorded_with"] else 1e-2
+    want = json.loads((HERE / "losses.json").read_text())["losses"]
     got = train_losses(copy_dataset(GOLDEN, tmp_path / "golden"), tmp_path)
     assert sorted(got) == sorted(want)
     for name in want:
-        assert got[name] == pytest.approx(want[name], rel=rel), name
+        assert got[name] == pytest.approx(want[name], rel=LOSS_REL), name
 
 
 def _how_far(a: np.ndarray, b: np.ndarray) -> str:

@@ -230,15 +230,35 @@ SWITCHES = [  # (method, key, [official default, alternative]); the perturbation
 ]
 
 
-@pytest.mark.parametrize("name,key,value", [(n, k, v) for n, k, values in SWITCHES for v in values],
-                         ids=lambda x: str(x))
+SWITCH_SETTINGS = [(n, k, v) for n, k, values in SWITCHES for v in values]
+
+
+@pytest.mark.parametrize("name,key,value", SWITCH_SETTINGS, ids=lambda x: str(x))
+def test_every_switch_setting_takes_a_step(name, key, value):
+    """The quick tier's share of test_every_switch_setting_trains: one Adam step, a finite loss and a
+    finite gradient that reaches the encoder."""
+    torch.manual_seed(13)
+    method = create_method(name, **tiny_model_cfg(name, **{key: value}))
+    loss = train_steps(method, steps=1)[0]
+    assert torch.isfinite(torch.tensor(loss))
+    grads = [p.grad for p in method.encoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,key,value", SWITCH_SETTINGS, ids=lambda x: str(x))
 def test_every_switch_setting_trains(name, key, value):
+    """10 Adam steps on one batch: the mean of the last 3 losses is below 0.95 x the first. Measured
+    (seeds 13-15; torch's AVX-512, AVX2 and default kernels with oneDNN and MKL held to the same ISA;
+    1 and 2 threads) the ratio is at most 0.90 (0.86 at this seed) and moves by at most 0.04 between
+    kernel sets. Three steps were not enough: the loss can rise at step 2, and on AVX2 oneDNN kernels
+    serp-pointnet without normalize_after_perturb ended 0.5 % above where it started."""
     torch.manual_seed(13)
     cfg = tiny_model_cfg(name, **{key: value})
     assert load_config(name)["model"][key] == SWITCHES_DEFAULTS[(name, key)]  # the full config: official
-    losses = train_steps(create_method(name, **cfg))
+    losses = train_steps(create_method(name, **cfg), steps=10)
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < losses[0], losses
+    assert sum(losses[-3:]) / 3 < 0.95 * losses[0], losses
 
 
 SWITCHES_DEFAULTS = {(n, k): values[0] for n, k, values in SWITCHES}
