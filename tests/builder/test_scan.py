@@ -63,6 +63,7 @@ def test_category_filter_and_round_robin_limit(synth_tree):
         scan(synth_tree, categories=["bathtub"], show_progress=False)
 
 
+@pytest.mark.process  # the scan's own process pool
 def test_parallel_scan_equals_serial(tmp_path):
     from cma_builder.source.synth import synthesize
 

@@ -185,15 +185,24 @@ def test_random_init_is_seeded_and_differs_from_pretrained(rendered, tmp_path):
 
 
 # --- fine-tuning ------------------------------------------------------------------------------
-def test_finetune_learns_and_reports_vote_and_val_selection():
-    train, test, val = shapes(24), shapes(8, seed=1), shapes(6, seed=2)
-    spec = EncoderSpec("point_transformer", TINY, None)
-    # ~180 steps: BatchNorm's running statistics need about 100 steps to fit a random-init encoder.
-    cfg = FinetuneConfig(epochs=30, batch_size=8, warmup_epochs=1, lr=1e-3, votes=3, eval_every=5)
-    r = finetune_classifier(spec, train, test, val, cfg, progress=False)
-    assert len(r["history"]) == 30 and r["history"][-1]["loss"] < r["history"][0]["loss"]
-    assert r["test_accuracy"] >= 0.9 and r["test_accuracy_vote"] >= 0.9
-    assert [h["epoch"] for h in r["history"] if "test_accuracy" in h] == [5, 10, 15, 20, 25, 30]
+@pytest.mark.slow
+def test_finetune_learns():
+    """Spheres vs cubes: ~180 steps (BatchNorm's running statistics need about 100 to fit a random-init
+    encoder) reach >= 0.9 on 50 test clouds."""
+    train, test = shapes(24), shapes(25, seed=1)
+    cfg = FinetuneConfig(epochs=30, batch_size=8, warmup_epochs=1, lr=1e-3, votes=3, eval_every=30)
+    r = finetune_classifier(EncoderSpec("point_transformer", TINY, None), train, test, cfg=cfg, progress=False)
+    assert np.mean([h["loss"] for h in r["history"][-3:]]) < 0.5 * r["history"][0]["loss"], r["history"]
+    assert r["test_accuracy"] >= 0.9 and r["test_accuracy_vote"] >= 0.9, r
+
+
+def test_finetune_reports_vote_and_val_selection():
+    train, test, val = shapes(4), shapes(3, seed=1), shapes(3, seed=2)
+    cfg = FinetuneConfig(epochs=4, batch_size=4, warmup_epochs=1, lr=1e-3, votes=3, eval_every=2)
+    r = finetune_classifier(EncoderSpec("point_transformer", TINY, None), train, test, val, cfg, progress=False)
+    assert len(r["history"]) == 4 and all(np.isfinite(h["loss"]) for h in r["history"])
+    assert [h["epoch"] for h in r["history"] if "test_accuracy" in h] == [2, 4]
+    assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["test_accuracy_vote"] <= 1
     best = max((h for h in r["history"] if "val_accuracy" in h), key=lambda h: h["val_accuracy"])
     assert r["best_val_epoch"] == best["epoch"] and r["test_accuracy_at_best_val"] == best["test_accuracy"]
 

@@ -145,10 +145,10 @@ def test_knn_is_exact_for_nearby_points_far_from_origin():
 
 @pytest.mark.parametrize("C", [3, 64, 128])
 def test_knn_graph_matches_the_exact_neighbours(C):
-    x = cloud(3, 200, C, seed=C) * 2
+    x = cloud(2, 120, C, seed=C) * 2
     idx = knn_graph(x, 20)
     ref_d, ref_i = knn_ref(x, x, 20)
-    assert (idx[..., 0] == torch.arange(200)).all()                   # each point is its own nearest
+    assert (idx[..., 0] == torch.arange(120)).all()                   # each point is its own nearest
     d = (x[:, :, None] - gather_points(x, idx)).square().sum(-1)
     torch.testing.assert_close(d.sort(-1).values, ref_d.to(d.dtype), rtol=1e-5, atol=1e-5)  # same distances
     assert (idx.sort(-1).values == ref_i.sort(-1).values).float().mean() > 0.999
