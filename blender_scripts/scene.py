@@ -1,7 +1,11 @@
 """The Blender side of rendering: one scene per worker process, reused for many objects.
 
-- The OBJ is imported with forward +Y / up +Z, which makes Blender's world frame equal to the
-  OBJ file's own frame (no axis change), so cameras and outputs are in OBJ coordinates.
+- A ShapeNet OBJ is imported with forward +Y / up +Z, which makes Blender's world frame equal to
+  the OBJ file's own frame (no axis change), so cameras and outputs are in OBJ coordinates.
+- Any other file is imported by its format's function (blender_scripts/importers.py) and its
+  scene realised into plain meshes (instances, skins, modifiers baked; armatures, empties,
+  cameras, lights, points and lines removed), turned and normalised into the dataset frame
+  (``source_to_world``, docs/SOURCES.md); meshes without a material get the neutral grey.
 - Each view is rendered twice with Cycles: an RGB pass (anti-aliased, ``samples``) and a data
   pass (1 sample, 0.01 px pixel filter, no bounces) whose depth, normal and coverage are exact
   point samples at the pixel centers. ``pass_alpha_threshold = 0`` keeps transparent surfaces
@@ -27,10 +31,12 @@ import mathutils
 import numpy as np
 
 from blender_scripts.exr import read_exr
+from blender_scripts.importers import IMPORTERS
 from cma_builder import faults
 from cma_builder.geometry.cameras import blender_matrix_world, camera_center
 from cma_builder.render.exposure import AMBIENT, FILL_SUN, KEY_SUN, SUN_ANGLE_DEG, composite
 from cma_builder.render.settings import RenderSettings
+from cma_builder.source.base import normalising_transform
 
 NEUTRAL_GRAY = (0.6, 0.6, 0.6, 1.0)
 BACKGROUND_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
@@ -75,6 +81,65 @@ def dedupe_faces(mesh) -> int:
         bm.to_mesh(mesh)
         bm.free()
     return int(len(drop))
+
+
+def _renderable_meshes(objects: list) -> list:
+    """The mesh objects Cycles would render: not hidden from render, in a collection of the view
+    layer that is neither excluded nor hidden (the glTF importer puts non-default scenes in
+    excluded collections and its helper shapes in a hidden one)."""
+    layer = bpy.context.view_layer
+    ok = set()
+
+    def walk(lc, visible: bool) -> None:
+        visible = visible and not lc.exclude and not lc.collection.hide_render
+        if visible:
+            ok.add(lc.collection.name)
+        for child in lc.children:
+            walk(child, visible)
+
+    walk(layer.layer_collection, True)
+    return [o for o in objects if o.type == "MESH" and not o.hide_render
+            and any(c.name in ok for c in o.users_collection)]
+
+
+def _drop_points_and_lines(mesh) -> bool:
+    """Remove vertices and edges that belong to no face (glTF points and lines primitives, OBJ
+    'l' records): only surfaces are rendered. Returns whether the mesh keeps any face."""
+    if not len(mesh.polygons):
+        return False
+    import bmesh
+
+    bm = bmesh.new()
+    bm.from_mesh(mesh)
+    edges = [e for e in bm.edges if not e.link_faces]
+    if edges:
+        bmesh.ops.delete(bm, geom=edges, context="EDGES_FACES")
+    verts = [v for v in bm.verts if not v.link_faces]
+    if verts:
+        bmesh.ops.delete(bm, geom=verts, context="VERTS")
+    if edges or verts:
+        bm.to_mesh(mesh)
+    bm.free()
+    return True
+
+
+def _neutral_material(color_attribute: str):
+    """The material of meshes the file gives none: NEUTRAL_GRAY (times the colour attribute's
+    colour when there is one), Principled BSDF, roughness 0.5."""
+    name = f"cma-neutral-{color_attribute}" if color_attribute else "cma-neutral"
+    mat = bpy.data.materials.get(name)
+    if mat is not None:
+        return mat
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    bsdf = mat.node_tree.nodes["Principled BSDF"]
+    bsdf.inputs["Base Color"].default_value = NEUTRAL_GRAY
+    bsdf.inputs["Roughness"].default_value = 0.5
+    if color_attribute:
+        node = mat.node_tree.nodes.new("ShaderNodeVertexColor")
+        node.layer_name = color_attribute
+        mat.node_tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
 
 
 def _enable_gpu() -> str:
@@ -145,8 +210,84 @@ class Scene:
         self.objects: list = []
 
     # --- objects -------------------------------------------------------------------------
+    def load_source(self, request) -> tuple[list[str], np.ndarray]:
+        """Import one object's file (a RenderRequest) replacing the previous one. Returns (warnings,
+        source_to_world 4x4). ShapeNet OBJs (no normalisation) load as they always did; every other
+        file is realised (see :meth:`_realise`) into plain meshes in the dataset frame."""
+        if request.fmt == "obj" and not request.normalise:
+            return self.load(request.obj_path), np.eye(4)
+        self.clear()
+        before = set(bpy.data.objects)
+        C = IMPORTERS[request.fmt](request.obj_path)
+        imported = [o for o in bpy.data.objects if o not in before]
+        self.scene.camera = self.camera  # an imported camera never takes over
+        self.objects = self._realise(imported)
+        self.objects = [o for o in self.objects if _drop_points_and_lines(o.data)]
+        if not self.objects:
+            raise RuntimeError("no triangles: the file's scene has no faces (empty, or points and lines only)")
+        to_file = np.eye(4)
+        to_file[:3, :3] = C.T  # Blender world -> the file's own coordinates
+        file_vertices = self.vertices() @ C  # rows: C^T v
+        source_to_world = normalising_transform(file_vertices, request.up_axis) if request.normalise else np.eye(4)
+        m = mathutils.Matrix((source_to_world @ to_file).tolist())
+        keep_normals = request.fmt in ("glb", "gltf")  # authored normals; other formats' are recomputed
+        for o in self.objects:
+            o.data.transform(m)
+            dedupe_faces(o.data)
+            o.data.validate(verbose=False, clean_customdata=False)
+            if not keep_normals:
+                self._recompute_normals(o.data)
+        self.objects = [o for o in self.objects if len(o.data.polygons)]
+        if not self.objects:
+            raise RuntimeError("no triangles: Blender found no valid faces in the file")
+        self.scene.render.use_persistent_data = False  # a fresh Cycles session per object
+        self.scene.render.use_persistent_data = True
+        return self._fix_materials() + self._neutral_materials(), source_to_world
+
+    def _realise(self, imported: list) -> list:
+        """Plain mesh objects in world space for everything the import made: each renderable mesh
+        object's evaluated geometry (skinned meshes in the pose of the nodes' own transforms, no
+        animation: see importers._NoAnimations; modifiers and shape keys baked, each instance its
+        own copy) with its world transform applied; then every imported object (armatures,
+        empties, lights, cameras, the originals) and collection is removed."""
+        for o in imported:  # importers other than glTF's make no animation; this keeps it so
+            o.animation_data_clear()
+            if o.type == "MESH" and o.data.shape_keys is not None:
+                o.data.shape_keys.animation_data_clear()
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        depsgraph.update()
+        out = []
+        for o in sorted(_renderable_meshes(imported), key=lambda o: o.name):
+            evaluated = o.evaluated_get(depsgraph)
+            mesh = bpy.data.meshes.new_from_object(evaluated, preserve_all_data_layers=True, depsgraph=depsgraph)
+            for i, slot in enumerate(evaluated.material_slots):  # materials linked to the object, not its mesh
+                if slot.link == "OBJECT" and i < len(mesh.materials):
+                    mesh.materials[i] = slot.material
+            mesh.transform(evaluated.matrix_world)
+            real = bpy.data.objects.new(f"cma-{len(out):04d}", mesh)
+            self.scene.collection.objects.link(real)
+            out.append(real)
+        for o in imported:
+            bpy.data.objects.remove(o, do_unlink=True)
+        for c in list(bpy.data.collections):  # the importer's (one per glTF scene, hidden helpers)
+            bpy.data.collections.remove(c)
+        return out
+
+    def _neutral_materials(self) -> list[str]:
+        """Meshes without a material get the neutral grey one (their vertex colours, if they have
+        any, multiply it: a Color Attribute node feeds Base Color). Returns warnings (none)."""
+        for o in self.objects:
+            mesh = o.data
+            if any(slot is not None for slot in mesh.materials):
+                continue
+            colors = mesh.color_attributes
+            name = colors.active_color.name if colors.active_color is not None else (colors[0].name if len(colors) else "")
+            mesh.materials.clear()
+            mesh.materials.append(_neutral_material(name))
+        return []
+
     def load(self, obj_path: str) -> list[str]:
-        """Import one OBJ (replacing the previous one); returns warnings."""
+        """Import one ShapeNet OBJ in its own frame (replacing the previous one); returns warnings."""
         self.clear()
         before = set(bpy.data.objects)
         result = bpy.ops.wm.obj_import(filepath=obj_path, forward_axis="Y", up_axis="Z", validate_meshes=False)
@@ -186,7 +327,8 @@ class Scene:
                     continue
                 img = node.image
                 path = bpy.path.abspath(img.filepath) if img else ""
-                if img is not None and os.path.isfile(path) and img.size[0] > 0:
+                present = img is not None and (img.packed_file is not None or os.path.isfile(path))
+                if present and img.size[0] > 0:  # GLB textures are packed into the file
                     continue
                 for output in node.outputs:
                     for link in list(output.links):

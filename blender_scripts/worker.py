@@ -38,7 +38,7 @@ def render_object(scene, settings: RenderSettings, request: RenderRequest) -> Re
     t0 = time.perf_counter()
     timings = {}
     try:
-        warnings = scene.load(request.obj_path)
+        warnings, source_to_world = scene.load_source(request)
         try:
             center, radius, diagonal = bounding_sphere(scene.vertices())
         except ValueError as exc:
@@ -64,6 +64,7 @@ def render_object(scene, settings: RenderSettings, request: RenderRequest) -> Re
         timings["backproject"] = time.perf_counter() - t4 - raycaster.seconds
         arrays = {**images, **maps, "K": K, "world_to_cam": w2c,
                   "blender_matrix_world": np.stack([blender_matrix_world(m) for m in w2c]),
+                  "source_to_world": source_to_world,
                   "bounding_sphere": np.array([*center, radius]), "diagonal": np.float64(diagonal)}
         return Rendered(arrays, warnings, timings)
     except Exception as exc:  # one object's failure must not end the worker

@@ -124,33 +124,62 @@ def cli() -> None:
     """
 
 
+def _source_options(f):
+    """--source/--shapenet, --layout and --up-axis (scan, render)."""
+    f = click.option("--up-axis", metavar="AXIS",
+                     help="The files' up axis (+x -x +y -y +z -z), turned to the dataset's +Y [default: per layout "
+                          "and format: glTF/OBJ/PLY +y, OFF/STL +z; docs/SOURCES.md].")(f)
+    f = click.option("--layout", type=click.Choice(["shapenet", "objaverse", "modelnet", "folder"]),
+                     help="The collection's layout [default: detected].")(f)
+    f = click.option("--shapenet", type=click.Path(path_type=Path),
+                     help="ShapeNetCore.v2 root (same as --source PATH --layout shapenet).")(f)
+    return click.option("--source", type=click.Path(path_type=Path),
+                        help="Collection root: ShapeNetCore.v2, an Objaverse download, ModelNet10/40 or any folder "
+                             "of .obj/.glb/.gltf/.ply/.stl/.off files.")(f)
+
+
+def _source(source: Path | None, shapenet: Path | None, layout: str | None) -> tuple[Path, str | None]:
+    """(root, layout) from --source/--shapenet/--layout: exactly one of the two paths."""
+    if (source is None) == (shapenet is None):
+        raise click.UsageError("give the collection as --source PATH (or --shapenet PATH for ShapeNetCore.v2)")
+    if shapenet is not None:
+        if layout not in (None, "shapenet"):
+            raise click.UsageError(f"--shapenet is a ShapeNetCore.v2 root; use --source with --layout {layout}")
+        return shapenet, "shapenet"
+    return source, layout
+
+
 @cli.command()
-@click.option("--shapenet", "shapenet", required=True, type=click.Path(path_type=Path),
-              help="ShapeNetCore.v2 root (holds <synset>/<model>/models/model_normalized.obj).")
+@_source_options
 @click.option("--out", default=Path("manifest.csv"), show_default=True, type=click.Path(path_type=Path),
-              help="Manifest CSV to write (one row per model); replaced atomically.")
-@click.option("--categories", help="Comma-separated category names or synset ids, e.g. chair,04379243.")
+              help="Manifest CSV to write (one row per object); replaced atomically.")
+@click.option("--categories", help="Comma-separated category names or ids, e.g. chair,04379243.")
 @click.option("--limit", type=int, callback=AT_LEAST_1,
-              help="At most N models, taken round-robin across the selected categories.")
+              help="At most N objects, taken round-robin across the selected categories.")
 @click.option("--workers", type=int, callback=AT_LEAST_1,
               help="Parallel inspector processes [default: CPU count, at most 8].")
-def scan(shapenet: Path, out: Path, categories: str | None, limit: int | None, workers: int | None) -> None:
-    """Discover a ShapeNetCore.v2 tree and write its manifest.
+def scan(source: Path | None, shapenet: Path | None, layout: str | None, up_axis: str | None, out: Path,
+         categories: str | None, limit: int | None, workers: int | None) -> None:
+    """Discover a collection's objects and write its manifest, without Blender.
 
-    Each row: model and synset id, category, split (deterministic, by model id), OBJ path,
-    size and sha256, vertex and face counts, materials, referenced textures and which are
-    missing, problems (truncated OBJ, missing texture, ...) and harmless quirks. Prints the
-    counts per category and the problems found. Columns: docs/MANIFEST.md.
+    Each row: object and category id, category, split (the collection's official one, else
+    deterministic by id), file path, format, size and sha256, counts (vertices, triangles,
+    meshes, materials, animations, armatures), referenced textures and which are missing,
+    problems (truncated file, missing texture, ...) and harmless quirks. Prints the counts per
+    category and the problems found. Columns: docs/MANIFEST.md; layouts: docs/SOURCES.md.
 
     \b
     Example:
       cma-build scan --shapenet ~/data/ShapeNetCore.v2 --out manifest.csv
-      cma-build scan --shapenet ~/data/ShapeNetCore.v2 --categories chair,04379243 --limit 100
+      cma-build scan --source ~/.objaverse --out objaverse.csv
+      cma-build scan --source ~/data/ModelNet40 --categories chair,table --limit 100
     """
     from cma_builder.source.scan import scan as run_scan, summary_lines
 
     _check_workers(workers)
-    result = run_scan(shapenet, out, _split_list(categories), limit, workers)
+    root, layout = _source(source, shapenet, layout)
+    result = run_scan(root, out, _split_list(categories), limit, workers, layout=layout, up_axis=up_axis,
+                      keep_rows=False)
     click.echo("\n".join(summary_lines(result)))
 
 
@@ -217,7 +246,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @cli.command()
 @click.option("--config", type=click.Path(path_type=Path), is_eager=True, expose_value=False, callback=_load_config,
               help="YAML/JSON file with the same keys as these options (flags override it).")
-@click.option("--shapenet", required=True, type=click.Path(path_type=Path), help="ShapeNetCore.v2 root.")
+@_source_options
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder (zarr v3).")
 @click.option("--categories", help="Comma-separated category names or synset ids.")
 @click.option("--split", "splits", help="Only these splits, e.g. train or val,test.")
@@ -277,11 +306,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.option("--retry-failed", is_flag=True, help="Retry objects that failed (or were skipped) before.")
 @click.option("--force", is_flag=True, help="Discard a dataset rendered with other settings and start over.")
 @click.option("--dry-run", is_flag=True, help="Print what would be rendered; change nothing.")
-def render(shapenet, out, categories, splits, limit, views, viewpoints, elevations, viewpoint_seed, viewpoint_file,
-           resolution, fov, distance, samples, denoise, antialias, background, normals, view_points, fused_points,
+def render(source, shapenet, layout, up_axis, out, categories, splits, limit, views, viewpoints, elevations,
+           viewpoint_seed, viewpoint_file, resolution, fov, distance, samples, denoise, antialias, background, normals, view_points, fused_points,
            visibility_tolerance, workers, device, timeout, recycle_after, max_rss_mb, shard_size, executor, ray_address,
            num_shards, shard_index, retry_failed, force, dry_run) -> None:
-    """Render a ShapeNetCore.v2 tree to a multi-view RGB-D + point-cloud dataset (zarr v3).
+    """Render a collection (ShapeNetCore.v2, Objaverse, ModelNet, a folder of meshes) to a
+    multi-view RGB-D + point-cloud dataset (zarr v3).
 
     Persistent Blender (Cycles) workers render each object from calibrated viewpoints: RGB,
     planar depth and mask per view (normals optional), back-projected to a per-view cloud and
@@ -291,6 +321,8 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
     \b
     Example:
       cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma
+      cma-build render --source ~/.objaverse --out objaverse-cma --limit 1000
+      cma-build render --source ~/data/ModelNet40 --out modelnet40-cma --split test
       cma-build render --shapenet out/mini-shapenet --out out/ds --resolution 64 --views 4 --samples 8
       cma-build render --shapenet ~/data/ShapeNetCore.v2 --out shapenet-cma --num-shards 50 --shard-index 7
       cma-build render --shapenet /shared/ShapeNetCore.v2 --out /shared/shapenet-cma --executor ray \\
@@ -335,8 +367,10 @@ def render(shapenet, out, categories, splits, limit, views, viewpoints, elevatio
                             timeout=timeout, recycle_after=recycle_after, max_rss_mb=max_rss_mb, shard_size=shard_size,
                             executor=executor, ray_address=ray_address)
     slice_ = resolve_slice(num_shards, shard_index)
-    summary = run_render(shapenet, out, settings, options, _split_list(categories), _split_list(splits), limit,
-                         retry_failed=retry_failed, force=force, dry_run=dry_run, slice_=slice_)
+    root, layout = _source(source, shapenet, layout)
+    summary = run_render(root, out, settings, options, _split_list(categories), _split_list(splits), limit,
+                         retry_failed=retry_failed, force=force, dry_run=dry_run, slice_=slice_, layout=layout,
+                         up_axis=up_axis)
     click.echo("\n".join(summary_lines(summary)))
     if summary.interrupted:
         raise SystemExit(130)
@@ -355,8 +389,12 @@ def _list_checks(ctx: click.Context, param: click.Parameter, value: bool) -> Non
 @click.option("--sample", type=int, callback=AT_LEAST_1,
               help="Check a random subset of N objects (structure is always checked for all).")
 @click.option("--seed", default=0, show_default=True, type=int, callback=AT_LEAST_0, help="Seed of --sample.")
-@click.option("--shapenet", type=click.Path(path_type=Path),
-              help="ShapeNetCore.v2 root: also compare points, depth and mask with the source OBJs (open3d).")
+@click.option("--source", type=click.Path(path_type=Path),
+              help="The collection the dataset was rendered from: also compare points, depth, mask and visibility "
+                   "with its source files, read without Blender (trimesh; OFF: our reader; ShapeNet OBJ: open3d).")
+@click.option("--shapenet", type=click.Path(path_type=Path), help="ShapeNetCore.v2 root (same as --source).")
+@click.option("--layout", type=click.Choice(["shapenet", "objaverse", "modelnet", "folder"]),
+              help="The source's layout [default: the one the dataset records].")
 @click.option("--report", type=click.Path(path_type=Path),
               help="JSON report to write [default: DATASET/validation.json].")
 @click.option("--threshold", "thresholds", multiple=True, metavar="CHECK=VALUE",
@@ -364,29 +402,34 @@ def _list_checks(ctx: click.Context, param: click.Parameter, value: bool) -> Non
 @click.option("--workers", type=int, callback=AT_LEAST_1, help="Parallel checking processes [default: CPU count].")
 @click.option("--list-checks", is_flag=True, is_eager=True, expose_value=False, callback=_list_checks,
               help="Print every check with its default limit and exit.")
-def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None, report: Path | None,
-             thresholds: tuple[str, ...], workers: int | None) -> None:
+def validate(dataset: Path, sample: int | None, seed: int, source: Path | None, shapenet: Path | None,
+             layout: str | None, report: Path | None, thresholds: tuple[str, ...], workers: int | None) -> None:
     """Check a rendered dataset's cameras and point-to-pixel maps with numbers.
 
     Structure (index vs shards, array shapes and dtypes, NaNs, counts), cameras (rigid
     world_to_cam, sane K, camera outside the bounding sphere), mapping (stored points project
     onto their stored pixels at the stored depth, inside the mask; no visibility flag clearly
     contradicted by the depth maps), images (not blank, not clipped, not magenta, mask/depth/RGB
-    agree) and, with --shapenet, independent geometry (points on the source mesh; depth, mask and
-    visibility flags against open3d ray casting). Prints median / p99 / worst per check and every failure by object,
+    agree) and, with --source, independent geometry (points on the source mesh; depth, mask and
+    visibility flags against open3d ray casting of the source file, through the stored transform). Prints median / p99 / worst per check and every failure by object,
     view and check. Exit code 0 when all pass, 1 when any fails. Limits: --list-checks and
     docs/VALIDATION.md.
 
     \b
     Example:
       cma-build validate shapenet-cma --shapenet ~/data/ShapeNetCore.v2 --sample 500
+      cma-build validate objaverse-cma --source ~/.objaverse --sample 200
       cma-build validate out/demo/dataset --threshold images.saturated=0.01 --report report.json
     """
     from cma_builder.extras import require
     from cma_builder.checks.validate import parse_thresholds, summary_lines, validate as run_validate, write_report
 
+    if source is not None and shapenet is not None:
+        raise click.UsageError("give the source once: --source PATH or --shapenet PATH")
     if shapenet is not None:
-        require("validate", "cma-build validate --shapenet")
+        source, layout = shapenet, "shapenet"
+    if source is not None:
+        require("validate", "cma-build validate --source")
     limits = parse_thresholds(thresholds)
     _check_workers(workers)
     if report is not None:
@@ -399,7 +442,8 @@ def validate(dataset: Path, sample: int | None, seed: int, shapenet: Path | None
             check_output_file(default)
         except CmaError as exc:
             raise CmaError(f"{exc}; pass --report FILE") from None
-    result = run_validate(dataset, sample=sample, seed=seed, shapenet=shapenet, thresholds=limits, workers=workers)
+    result = run_validate(dataset, sample=sample, seed=seed, source=source, thresholds=limits, workers=workers,
+                          layout=layout)
     click.echo("\n".join(summary_lines(result)))
     target = report or result.dataset / "validation.json"
     try:

@@ -7,7 +7,8 @@ import importlib.util
 
 from cma_builder.errors import CmaError
 
-EXTRAS = {"render": ("bpy", "numba", "open3d", "imageio"), "validate": ("open3d",), "ray": ("ray",),
+EXTRAS = {"render": ("bpy", "numba", "open3d", "imageio"), "validate": ("open3d", "trimesh", "DracoPy"),
+          "ray": ("ray",),
           "train": ("torch", "sklearn", "h5py")}
 
 

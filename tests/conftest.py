@@ -20,6 +20,7 @@ from cma_builder.source.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SHAPENET = Path(os.environ.get("CMA_REAL_SHAPENET", REPO.parent / "shared" / "data" / "shapenet-real"))
+REAL_ASSETS = Path(os.environ.get("CMA_REAL_ASSETS", REPO.parent / "shared" / "data" / "assets-real"))
 BIN = Path(sys.executable).parent
 
 
@@ -51,6 +52,14 @@ def real_shapenet() -> Path:
     if not (REAL_SHAPENET.is_dir() and any(REAL_SHAPENET.iterdir())):
         pytest.skip(f"genuine ShapeNet sample not present at {REAL_SHAPENET}")
     return REAL_SHAPENET
+
+
+@pytest.fixture(scope="session")
+def real_assets() -> Path:
+    """../shared/data/assets-real: real GLB/glTF/OBJ/PLY/STL/OFF files and faulty ones (read in place)."""
+    if not (REAL_ASSETS / "README.md").is_file():
+        pytest.skip(f"real non-ShapeNet assets not present at {REAL_ASSETS}")
+    return REAL_ASSETS
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

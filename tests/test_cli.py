@@ -32,7 +32,7 @@ def test_unknown_option_is_a_usage_error_without_traceback():
 @pytest.mark.parametrize("args, message", [
     (["scan", "--shapenet", ".", "--bogus"], "No such option '--bogus'"),
     (["scan", "--shapenet", ".", "--workers", "abc"], "Invalid value for '--workers': 'abc' is not a valid integer"),
-    (["scan"], "Missing option '--shapenet'"),
+    (["scan"], "give the collection as --source PATH (or --shapenet PATH"),
     (["render", "--shapenet", ".", "--out", "o", "--fov", "wide"], "'wide' is not a valid float"),
     (["render", "--shapenet", ".", "--out", "o", "--device", "tpu"], "Invalid value for '--device'"),
     (["--bogus"], "No such option '--bogus'. (see 'cma-build --help')"),
@@ -137,7 +137,7 @@ def test_make_demo_prints_the_category_counts(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("airplane", "bottle", "car", "chair", "lamp", "mug", "sofa", "table"):
         assert name in proc.stdout
-    assert "total     8 categories       16" in proc.stdout
+    assert "total     8 categories        16" in proc.stdout
     assert (tmp_path / "demo" / "manifest.csv").is_file()
     assert "Finished: 16 rendered, 0 failed" in proc.stdout
     assert f"Dataset: {tmp_path}/demo/dataset" in proc.stdout and (tmp_path / "demo" / "dataset" / "index.csv").is_file()

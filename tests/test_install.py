@@ -122,7 +122,7 @@ def test_format_package_needs_neither_blender_nor_torch(rendered):
         print(len(arrays), "arrays, fast", fast, "loaded", loaded)
     """, str(rendered), blocked=BLOCKED + ("torch",))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "22 arrays, fast True loaded []", proc.stdout
+    assert proc.stdout.strip() == "23 arrays, fast True loaded []", proc.stdout
 
 
 # --- the store in standard tools ---------------------------------------------------------

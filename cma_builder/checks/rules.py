@@ -175,15 +175,13 @@ def object_values(a: dict[str, np.ndarray], settings) -> list[Value]:
     return out
 
 
-def mesh_values(a: dict[str, np.ndarray], obj_path: str, settings, max_rays: int = 65536, seed: int = 0) -> list[Value]:
-    """Independent geometry: stored points against the source OBJ's surface, stored depth and mask
-    against open3d ray casting through (a sample of at most ``max_rays``) pixel centers, and
+def mesh_values(a: dict[str, np.ndarray], mesh, settings, max_rays: int = 65536, seed: int = 0) -> list[Value]:
+    """Independent geometry: stored points against the source mesh's surface (``mesh``: a
+    MeshRaycaster of the source file read without Blender, in the dataset frame), stored depth and
+    mask against open3d ray casting through (a sample of at most ``max_rays``) pixel centers, and
     fused_visible against open3d ray casting of each camera -> point segment."""
-    from cma_builder.geometry.raycast import MeshRaycaster
-
-    mesh = MeshRaycaster.from_obj(obj_path)
     if mesh.triangle_count == 0:
-        return [("geometry.point_to_mesh", None, float("nan"), f"{obj_path}: no triangles read")]
+        return [("geometry.point_to_mesh", None, float("nan"), "no triangles read from the source file")]
     diag = float(a["diagonal"])
     counts = a["view_point_count"]
     m = int(a["fused_point_count"])

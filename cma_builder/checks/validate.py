@@ -27,7 +27,7 @@ from cma_builder.progress import progress
 from cma_builder.format import DatasetReader, ObjectRef, ref
 from cma_builder.format.integrity import shard_problems
 from cma_builder.render.settings import FORMAT_VERSION
-from cma_builder.source.shapenet import MODEL_OBJ, ShapeNetTree
+from cma_builder.source import SourceObject, open_source
 
 WORST = 5  # offenders listed per check
 
@@ -175,13 +175,26 @@ def structure(reader: DatasetReader, rows: list[dict], report: Report) -> list[O
 
 # --- per-object checks, in worker processes ------------------------------------------------
 _reader: DatasetReader | None = None
-_shapenet: Path | None = None
+_sources: dict[tuple[str, str], SourceObject] | None = None
 
 
-def _init(root: str, shapenet: str | None) -> None:
-    global _reader, _shapenet
+def _init(root: str, sources: dict | None) -> None:
+    global _reader, _sources
     _reader = DatasetReader.open(root)
-    _shapenet = Path(shapenet) if shapenet else None
+    _sources = sources
+
+
+def source_mesh(obj: SourceObject, source_to_world: np.ndarray):
+    """A ray caster of the object's source file read without Blender (ShapeNet OBJs by open3d, other
+    files by trimesh or our OFF reader), carried into the dataset frame by ``source_to_world``."""
+    from cma_builder.checks.source_mesh import read_source_mesh
+    from cma_builder.geometry.raycast import MeshRaycaster
+    from cma_builder.source.base import apply_transform
+
+    if not obj.normalise and obj.fmt == "obj":  # ShapeNet: the dataset frame is the OBJ's
+        return MeshRaycaster.from_obj(str(obj.path))
+    vertices, triangles = read_source_mesh(obj.path, obj.fmt)
+    return MeshRaycaster(apply_transform(source_to_world, vertices), triangles)
 
 
 def _check_one(obj: ObjectRef) -> list[tuple]:
@@ -190,21 +203,25 @@ def _check_one(obj: ObjectRef) -> list[tuple]:
         values = object_values(a, _reader.settings)
     except Exception as exc:
         return [("structure.arrays", None, float("nan"), f"unreadable ({exc.__class__.__name__}: {exc})")]
-    if _shapenet is not None:
-        path = _shapenet / obj.synset_id / obj.model_id / MODEL_OBJ
-        if not path.is_file():
-            values.append(("geometry.point_to_mesh", None, float("nan"), f"source OBJ not found: {path}"))
+    if _sources is not None:
+        src = _sources.get((obj.synset_id, obj.model_id))
+        if src is None or not src.path.is_file():
+            where = src.path if src is not None else f"{obj.synset_id}/{obj.model_id}"
+            values.append(("geometry.point_to_mesh", None, float("nan"), f"source file not found: {where}"))
         else:
             try:
-                values += mesh_values(a, str(path), _reader.settings)
+                mesh = source_mesh(src, a.get("source_to_world", np.eye(4)))
+                values += mesh_values(a, mesh, _reader.settings)
             except Exception as exc:
                 values.append(("geometry.point_to_mesh", None, float("nan"), f"{exc.__class__.__name__}: {exc}"))
     return values
 
 
-def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, shapenet: str | None = None,
+def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, source: str | None = None,
              thresholds: dict[str, float] | None = None, workers: int | None = None,
-             show_progress: bool = True) -> Report:
+             show_progress: bool = True, layout: str | None = None) -> Report:
+    """Check the dataset at ``path``; with ``source`` (the collection it was rendered from, of the
+    dataset's layout unless ``layout`` says otherwise) also against the source files."""
     start = time.perf_counter()
     if sample is not None and sample < 1:
         raise CmaError(f"--sample must be at least 1, got {sample}")
@@ -213,10 +230,11 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
     if workers is not None and workers < 1:
         raise CmaError(f"--workers must be at least 1, got {workers}")
     reader = DatasetReader.open(path)
-    if shapenet is not None:
-        shapenet = str(ShapeNetTree.open(shapenet).root)  # clear errors for a wrong root
+    collection = None
+    if source is not None:  # clear errors for a wrong root, before any work
+        collection = open_source(source, layout or reader.attrs.get("source", {}).get("layout", "shapenet"))
     rows = reader.index_rows()
-    report = Report(reader.root, thresholds or parse_thresholds([]), geometry=shapenet is not None)
+    report = Report(reader.root, thresholds or parse_thresholds([]), geometry=source is not None)
     version = reader.attrs["settings"].get("format_version", 0)
     if version < FORMAT_VERSION:
         report.note = (f"rendered by an older cma-build (pipeline format {version}, now {FORMAT_VERSION}): its "
@@ -232,17 +250,24 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
         objs = sorted((objs[i] for i in pick), key=lambda o: (o.shard, o.row))
         report.sampled = True
     report.objects_checked = len(objs)
+    sources = None
+    if collection is not None:
+        wanted = {(o.synset_id, o.model_id) for o in objs}
+        sources = {o.key: o for o in collection.objects() if o.key in wanted}
+        if wanted and not sources:
+            raise CmaError(f"{collection.root}: holds none of the dataset's objects as a {collection.layout} collection "
+                           "(pass the collection the dataset was rendered from, or its --layout)")
     workers = max(1, min(workers or os.cpu_count() or 1, len(objs) // 2 or 1))
     bar = progress(desc="validate", unit="obj", total=len(objs), enabled=show_progress)
     if workers == 1:
-        _init(str(reader.root), shapenet)
+        _init(str(reader.root), sources)
         results = map(_check_one, objs)
         pool = None
     else:  # spawn: zarr's I/O thread and open3d do not survive fork
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers start with Ctrl-C ignored
         try:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                       initargs=(str(reader.root), shapenet))
+                                       initargs=(str(reader.root), sources))
             results = pool.map(_check_one, objs, chunksize=max(1, min(8, len(objs) // (4 * workers))))
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -288,7 +313,7 @@ def summary_lines(report: Report, max_failures: int = 20) -> list[str]:
     for name, s in report.check_summary().items():
         if not s["count"]:
             if name.startswith("geometry.") and not report.geometry:
-                lines.append(f"{name:<24} {'':>7} not run: pass --shapenet to compare with the source meshes")
+                lines.append(f"{name:<24} {'':>7} not run: pass --source to compare with the source meshes")
             continue
         tail = s.get("p1", s.get("p99"))
         limit = ("<= " if s["bound"] == "max" else ">= ") + _fmt(s["threshold"])

@@ -24,7 +24,7 @@ from cma_builder.paths import check_inside
 from cma_builder.progress import progress
 from cma_builder.format import DatasetReader, ObjectRef
 from cma_builder.source.splits import SPLIT_NAMES
-from cma_builder.source.taxonomy import Taxonomy
+from cma_builder.format.schema import resolve_categories
 
 MARKER = "cma-export.json"
 LOCK = ".lock"
@@ -92,7 +92,7 @@ def select(reader: DatasetReader, splits: list[str] | None, categories: list[str
         objs = [o for o in objs if o.split in splits]
     if categories:
         present = sorted({o.synset_id for o in reader.objects()})
-        wanted = Taxonomy.bundled().resolve(categories, present)
+        wanted = resolve_categories(reader.attrs, categories, present)
         objs = [o for o in objs if o.synset_id in wanted]
     if limit is not None:
         if limit < 1:

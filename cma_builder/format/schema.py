@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from cma_builder import __version__
+from cma_builder.errors import CmaError
 from cma_builder.render.exposure import AMBIENT, FILL_SUN, KEY_SUN, TONE_KNEE
 from cma_builder.render.settings import RenderSettings
 from cma_builder.source.taxonomy import Taxonomy
@@ -44,12 +45,17 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
     "fused_visible": ("F,V", "bool", False, "exact visibility: the point projects inside the image and the segment from "
                       "the camera center to it meets no surface of the mesh more than settings.visibility_tolerance * "
                       "diagonal before it (ray cast against the triangles Blender rendered)", "-"),
+    "source_to_world": ("4,4", "float64", False, "the similarity transform taking the source file's own coordinates to "
+                        "the dataset frame of every stored point, depth and camera: X_world = M [X_source, 1] "
+                        "(ShapeNet: identity; docs/SOURCES.md)", "-"),
     "bounding_sphere": ("4", "float64", False, "center (x, y, z) of the vertices' bounding box and the radius around it "
                         "that holds every vertex; cameras look at the center", "-"),
     "diagonal": ("", "float64", False, "bounding-box diagonal of the vertices (1 for ShapeNetCore.v2)", "-"),
-    "model_id": ("", "string", False, "ShapeNet model id", "-"),
-    "synset_id": ("", "string", False, "ShapeNet synset id", "-"),
-    "label": ("", "int16", False, "category label: index of the synset in the attribute label_names", "-1 if unknown"),
+    "model_id": ("", "string", False, "object id (ShapeNet: model id; docs/SOURCES.md for other layouts)", "-"),
+    "synset_id": ("", "string", False, "category id (ShapeNet: synset id; other layouts: the category as a safe name)",
+                  "-"),
+    "label": ("", "int16", False, "category label: index of the category id in the attribute label_names",
+              "-1 if unknown"),
     "split": ("", "uint8", False, "0 train, 1 val, 2 test (attribute split_codes)", "-"),
 }
 
@@ -58,7 +64,7 @@ ARRAYS: dict[str, tuple[str, str, bool, str, str]] = {
 DIMENSIONS = {"N": "object", "V": "view", "H": "y", "W": "x", "P": "view_point", "F": "fused_point"}
 COMPONENT_DIMENSIONS = {
     "rgb": ("channel",), "normal": ("xyz",), "K": ("k_row", "k_col"), "world_to_cam": ("row", "col"),
-    "blender_matrix_world": ("row", "col"), "view_points": ("xyz",), "view_pixels": ("vu",),
+    "blender_matrix_world": ("row", "col"), "source_to_world": ("row", "col"), "view_points": ("xyz",), "view_pixels": ("vu",),
     "fused_points": ("xyz",), "fused_origin": ("view_v_u",), "fused_pixels": ("vu",), "bounding_sphere": ("center_radius",),
 }
 
@@ -73,11 +79,32 @@ def dimension_names(array: str) -> tuple[str, ...]:
 INDEX_COLUMNS = ["synset_id", "model_id", "category", "label", "split", "status", "error", "warnings", "shard", "row",
                  "seconds_setup", "seconds_render", "seconds_decode", "seconds_raycast", "seconds_backproject",
                  "seconds_write", "seconds_total",
-                 "settings_hash", "worker", "worker_rss_mb", "obj_path", "finished_at"]
+                 "settings_hash", "worker", "worker_rss_mb", "obj_path", "finished_at", "format", "up_axis"]
 
 
 def label_names() -> list[str]:
     return Taxonomy.bundled().top_level_ids
+
+
+def resolve_categories(attrs: dict, tokens: list[str], present_ids: list[str]) -> list[str]:
+    """Category ids of a dataset for user-given names or ids: ShapeNet datasets through the
+    bundled taxonomy (synonyms, synset ids); other layouts by their own category ids and names
+    (case-insensitive). CmaError names an unknown one."""
+    if attrs.get("source", {}).get("layout", "shapenet") == "shapenet":
+        return Taxonomy.bundled().resolve(tokens, present_ids)
+    known = {cid.lower(): cid for cid in [*attrs.get("label_names", []), *present_ids]}
+    known.update({name.lower(): cid for cid, name in zip(attrs.get("label_names", []),
+                                                        attrs.get("label_categories", []))})
+    out = []
+    for token in (t.strip() for t in tokens):
+        if not token:
+            continue
+        if token.lower() not in known:
+            have = ", ".join(sorted(set(present_ids))[:8])
+            raise CmaError(f"unknown category '{token}' (this dataset has: {have})")
+        if known[token.lower()] not in out:
+            out.append(known[token.lower()])
+    return out
 
 
 def shard_names(root: Path) -> list[str]:
@@ -98,8 +125,9 @@ def read_attrs(root: Path) -> dict | None:
     return attrs.get(FORMAT)
 
 
-def describe(settings: RenderSettings) -> dict:
-    """The root attributes: conventions, every array, settings. Mirrors docs/DATA_FORMAT.md."""
+def describe(settings: RenderSettings, source: dict | None = None) -> dict:
+    """The root attributes: conventions, every array, settings, and the collection the objects
+    come from (``source``: its layout and labels; None: ShapeNetCore.v2's). Mirrors docs/DATA_FORMAT.md."""
     R, V = settings.resolution, settings.views
     sizes = {"V": V, "H": R, "W": R, "P": settings.view_points, "F": settings.fused_points}
     arrays = {}
@@ -113,7 +141,9 @@ def describe(settings: RenderSettings) -> dict:
     return {
         "format": FORMAT, "format_version": 1, "toolkit_version": __version__,
         "conventions": {
-            "world_frame": "the OBJ file's own frame and units (ShapeNetCore.v2: Y up, -Z front, unit bbox diagonal)",
+            "world_frame": "ShapeNetCore.v2: the OBJ file's own frame and units (Y up, -Z front, unit bbox diagonal); "
+                           "other layouts: the source file's frame turned so its up axis is +Y, bounding box "
+                           "centred at the origin with a unit diagonal (source_to_world maps back)",
             "camera_frame": "OpenCV: x right, y down, z forward; world_to_cam maps world to camera (4x4)",
             "intrinsics": "K in pixels, integer pixel centers: pixel (v, u) spans [u-0.5, u+0.5] x [v-0.5, v+0.5]",
             "pixel_order": "(v, u) = (row, column)",
@@ -133,8 +163,10 @@ def describe(settings: RenderSettings) -> dict:
         "arrays": arrays,
         "layout": "shards/<name>/<array>: leading axis = objects of that shard; index.csv maps each object to "
                   "(shard, row)",
-        "label_names": label_names(),
-        "label_categories": [Taxonomy.bundled().category_name(s) for s in label_names()],
+        "label_names": source["label_names"] if source else label_names(),
+        "label_categories": source["label_categories"] if source else [Taxonomy.bundled().category_name(s)
+                                                                       for s in label_names()],
+        "source": {"layout": source["layout"] if source else "shapenet"},  # the path is the user's to give again
         "split_codes": SPLIT_CODES,
         "settings": settings.to_dict(),
         "settings_hash": settings.hash(),

@@ -94,10 +94,11 @@ class Dataset:
     # --- creation and checks -------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, settings: RenderSettings, force: bool = False,
-             slice_: tuple[int, int] | None = None) -> "Dataset":
+             slice_: tuple[int, int] | None = None, source: dict | None = None) -> "Dataset":
         """Open a dataset for writing with ``settings`` (creating it if absent) and hold its
         write lock (shared plus the slice's own when ``slice_`` is given). Refuses other settings
-        unless ``force`` (which discards the existing shards, logs and index)."""
+        unless ``force`` (which discards the existing shards, logs and index), and objects of
+        another layout than ``source`` (render.driver.describe_source: layout and labels) says."""
         root = Path(path).expanduser()
         if root.exists() and not root.is_dir():
             raise CmaError(f"{root}: is a file; expected a dataset folder")
@@ -121,8 +122,13 @@ class Dataset:
                                    "and render again, or choose another --out")
                 cls._discard(root)
                 existing = None
+            if existing is not None and source is not None:
+                layout = existing.get("source", {}).get("layout", "shapenet")
+                if layout != source["layout"]:
+                    raise CmaError(f"{root}: holds objects of a {layout} collection, not {source['layout']}; render "
+                                   "each layout into its own --out (their labels differ)")
             if existing is None:
-                cls._create(root, settings)
+                cls._create(root, settings, source)
             (ds.root / "log").mkdir(exist_ok=True)
         return ds
 
@@ -165,10 +171,10 @@ class Dataset:
                 p.unlink()
 
     @staticmethod
-    def _create(root: Path, settings: RenderSettings) -> None:
+    def _create(root: Path, settings: RenderSettings, source: dict | None = None) -> None:
         # mode "a", never "w": "w" empties the folder, lock files included, and a lock on a
         # deleted file excludes nobody. zarr.json is written once, with its attributes.
-        group = zarr.open_group(root, mode="a", zarr_format=3, attributes={FORMAT: describe(settings)})
+        group = zarr.open_group(root, mode="a", zarr_format=3, attributes={FORMAT: describe(settings, source)})
         group.create_group("shards")
 
     # --- state ----------------------------------------------------------------------------
@@ -205,6 +211,10 @@ class Dataset:
 
     def shard_names(self) -> list[str]:
         return shard_names(self.root)
+
+    def label_names(self) -> list[str]:
+        """The category ids the dataset's labels index (root attribute label_names)."""
+        return list((read_attrs(self.root) or {}).get("label_names", []))
 
     # --- writing --------------------------------------------------------------------------
     def append_log(self, records: list[dict]) -> None:

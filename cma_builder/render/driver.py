@@ -1,8 +1,8 @@
-"""``cma-build render``: ShapeNetCore.v2 tree -> zarr dataset, resumable.
+"""``cma-build render``: a collection (any layout of cma_builder.source) -> zarr dataset, resumable.
 
-The driver selects models, skips what the dataset already holds, inspects each model just
-before sending it to a worker (scan-unusable OBJs are recorded as ``skipped``), collects
-results into shards of ``shard_size`` objects, and keeps index.csv current.
+The driver selects objects, skips what the dataset already holds, inspects each object just
+before sending it to a worker (files the scan finds unusable are recorded as ``skipped``),
+collects results into shards of ``shard_size`` objects, and keeps index.csv current.
 
 ``render`` reads as the flow: ``_selection`` (the models of this run), ``Triage`` (what the
 dataset already holds), then ``RenderRun.execute`` (the scheduling loop of schedule.py on a
@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from cma_builder.errors import CmaError
-from cma_builder.format.schema import SPLIT_CODES, label_names, read_attrs
+from cma_builder.format.schema import SPLIT_CODES, read_attrs
 from cma_builder.format.writer import Dataset, State, timestamp
 from cma_builder.progress import progress
 from cma_builder.render.messages import RenderRequest
@@ -30,8 +30,8 @@ from cma_builder.render.schedule import Outcome, Task, Transport
 from cma_builder.render.scratch import remove_dead_runs
 from cma_builder.render.settings import RenderOptions, RenderSettings
 from cma_builder.render.slices import slice_of
-from cma_builder.source.scan import select_models
-from cma_builder.source.shapenet import ModelRef, ShapeNetTree, inspect_model
+from cma_builder.source import Source, SourceObject, open_source
+from cma_builder.source.scan import select_models, split_of
 from cma_builder.source.splits import SPLIT_NAMES, SplitSpec
 
 STAGES = ("setup", "render", "decode", "raycast", "backproject")  # the worker's timings, per object
@@ -55,31 +55,33 @@ class RenderSummary:
     plan: dict = field(default_factory=dict)  # category -> models to render
 
 
-def select(tree: ShapeNetTree, categories: list[str] | None, splits: list[str] | None,
-           limit: int | None) -> list[ModelRef]:
-    synsets = tree.taxonomy.resolve(categories, tree.synset_ids) if categories else tree.synset_ids
+def select(source: Source, categories: list[str] | None, splits: list[str] | None,
+           limit: int | None) -> list[SourceObject]:
+    category_ids = source.resolve(categories) if categories else source.present_categories()
     if not splits:
-        return select_models(tree, synsets, limit)
+        return select_models(source, category_ids, limit)
     bad = [s for s in splits if s not in SPLIT_NAMES]
     if bad:
         raise CmaError(f"unknown split '{bad[0]}': expected {', '.join(SPLIT_NAMES)}")
     spec = SplitSpec.bundled()
-    return select_models(tree, synsets, limit, keep=lambda r: spec.assign(r.model_id) in splits)
+    return select_models(source, category_ids, limit, keep=lambda o: split_of(o, spec) in splits)
 
 
-def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings, options: RenderOptions,
+def render(path: str | os.PathLike, out: str | os.PathLike, settings: RenderSettings, options: RenderOptions,
            categories: list[str] | None = None, splits: list[str] | None = None, limit: int | None = None,
            retry_failed: bool = False, force: bool = False, dry_run: bool = False,
-           show_progress: bool = True, slice_: tuple[int, int] | None = None) -> RenderSummary:
-    """Render the selection (or slice ``slice_`` = (index, count) of it) into ``out``."""
+           show_progress: bool = True, slice_: tuple[int, int] | None = None, layout: str | None = None,
+           up_axis: str | None = None) -> RenderSummary:
+    """Render the selection of the collection at ``path`` (``layout`` detected when None), or slice
+    ``slice_`` = (index, count) of it, into ``out``."""
     start = time.perf_counter()
-    tree, refs = _selection(shapenet, categories, splits, limit, slice_)
+    source, refs = _selection(path, categories, splits, limit, slice_, layout, up_axis)
     if dry_run:
-        return _plan(tree, refs, Path(out), settings, retry_failed, slice_)
+        return _plan(source, refs, Path(out), settings, retry_failed, slice_)
     remove_dead_runs()  # scratch of killed runs on this machine, whether or not this run starts workers
     ray_pool = _connect_ray(settings, options)  # first: a bad --ray-address leaves the output untouched
     try:
-        ds = Dataset.open(out, settings, force=force, slice_=slice_)
+        ds = Dataset.open(out, settings, force=force, slice_=slice_, source=describe_source(source))
     except BaseException:
         if ray_pool is not None:
             ray_pool.close()
@@ -87,7 +89,7 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     ds.cleanup_staging()
     state = ds.state()
     triage = Triage.of(refs, state, retry_failed)
-    run = RenderRun(ds, tree, triage.summary(ds.root, slice_), dict(state.records), options.shard_size)
+    run = RenderRun(ds, source, triage.summary(ds.root, slice_), dict(state.records), options.shard_size)
     if triage.todo:
         run.execute(triage.todo, ray_pool or WorkerPool(settings, options), show_progress)
     else:
@@ -98,18 +100,26 @@ def render(shapenet: str | os.PathLike, out: str | os.PathLike, settings: Render
     return run.summary
 
 
-def _selection(shapenet: str | os.PathLike, categories: list[str] | None, splits: list[str] | None,
-               limit: int | None, slice_: tuple[int, int] | None) -> tuple[ShapeNetTree, list[ModelRef]]:
-    """The tree and the models this run is about (its slice of the selection)."""
+def _selection(path: str | os.PathLike, categories: list[str] | None, splits: list[str] | None,
+               limit: int | None, slice_: tuple[int, int] | None, layout: str | None,
+               up_axis: str | None) -> tuple[Source, list[SourceObject]]:
+    """The collection and the objects this run is about (its slice of the selection)."""
     if limit is not None and limit < 1:
         raise CmaError(f"--limit must be at least 1, got {limit}")
-    tree = ShapeNetTree.open(shapenet)
-    refs = select(tree, categories, splits, limit)
+    source = open_source(path, layout, up_axis)
+    refs = select(source, categories, splits, limit)
     if not refs:
-        raise CmaError(f"{tree.root}: no models match the selection")
+        raise CmaError(f"{source.root}: no objects match the selection")
     if slice_ is not None:
-        refs = [r for r in refs if slice_of(r.model_id, slice_[1]) == slice_[0]]
-    return tree, refs
+        refs = [r for r in refs if slice_of(r.object_id, slice_[1]) == slice_[0]]
+    return source, refs
+
+
+def describe_source(source: Source) -> dict:
+    """The dataset's ``source`` attribute: the layout, its labels (category ids and names)."""
+    cats = source.categories()
+    return {"layout": source.layout, "label_names": [c for c, _ in cats],
+            "label_categories": [n for _, n in cats]}
 
 
 def _connect_ray(settings: RenderSettings, options: RenderOptions) -> Transport | None:
@@ -124,16 +134,16 @@ def _connect_ray(settings: RenderSettings, options: RenderOptions) -> Transport 
 class Triage:
     """The selection against what the dataset holds: what to render, what to leave alone."""
 
-    todo: list[ModelRef]
+    todo: list[SourceObject]
     selected: int
     already_done: int = 0
     not_retried: int = 0  # failed or skipped earlier, left alone without --retry-failed
 
     @classmethod
-    def of(cls, refs: list[ModelRef], state: State | None, retry_failed: bool) -> "Triage":
+    def of(cls, refs: list[SourceObject], state: State | None, retry_failed: bool) -> "Triage":
         triage = cls([], len(refs))
         for r in refs:
-            status = state.status((r.synset_id, r.model_id)) if state is not None else None
+            status = state.status(r.key) if state is not None else None
             if status == "done":
                 triage.already_done += 1
             elif status in ("failed", "skipped") and not retry_failed:
@@ -153,18 +163,18 @@ class RenderRun:
     ``execute`` feeds the models to the pool; each finished object is recorded as it comes
     (failures and skips in the run log at once, rendered objects in the next shard)."""
 
-    def __init__(self, ds: Dataset, tree: ShapeNetTree, summary: RenderSummary, records: dict, shard_size: int):
+    def __init__(self, ds: Dataset, source: Source, summary: RenderSummary, records: dict, shard_size: int):
         self.ds = ds
-        self.tree = tree
+        self.source = source
         self.summary = summary
         self.records = records
         self.shard_size = shard_size
         self.buffer: list[dict] = []  # rendered objects not yet in a shard
         self.spec = SplitSpec.bundled()
-        self.labels = {sid: i for i, sid in enumerate(label_names())}
+        self.labels = {cid: i for i, cid in enumerate(ds.label_names())}
         self.bar = None
 
-    def execute(self, todo: list[ModelRef], pool: Transport, show_progress: bool) -> None:
+    def execute(self, todo: list[SourceObject], pool: Transport, show_progress: bool) -> None:
         """Render ``todo`` on ``pool`` (closed at the end); an interrupt keeps what is finished."""
         self.bar = progress(desc="render", unit="obj", total=len(todo), enabled=show_progress)
         try:
@@ -196,9 +206,9 @@ class RenderRun:
     def _state(self) -> State:
         return State(self.records, self.ds.shard_names())
 
-    def _tasks(self, todo: list[ModelRef]) -> Iterator[Task]:
-        """The render tasks of ``todo``, each model inspected when its turn comes: an unusable
-        OBJ is recorded as skipped instead."""
+    def _tasks(self, todo: list[SourceObject]) -> Iterator[Task]:
+        """The render tasks of ``todo``, each object inspected when its turn comes: an unusable
+        file is recorded as skipped instead."""
         for ref in todo:
             task = self._prepare(ref)
             if isinstance(task, Task):
@@ -206,17 +216,17 @@ class RenderRun:
             else:
                 self._log(task)
 
-    def _prepare(self, ref: ModelRef) -> Task | dict:
-        """The task of one model, or its ``skipped`` record when the scan finds its OBJ unusable."""
-        category = self.tree.taxonomy.category_name(ref.synset_id)
-        split = self.spec.assign(ref.model_id)
-        row = inspect_model(ref, category, split)
-        record = {"synset_id": ref.synset_id, "model_id": ref.model_id, "category": category,
-                  "label": self.labels.get(ref.synset_id, -1), "split": split, "obj_path": str(ref.obj_path),
+    def _prepare(self, obj: SourceObject) -> Task | dict:
+        """The task of one object, or its ``skipped`` record when the scan finds its file unusable."""
+        split = split_of(obj, self.spec)
+        row = self.source.describe(obj, split)
+        record = {"synset_id": obj.category_id, "model_id": obj.object_id, "category": obj.category,
+                  "label": self.labels.get(obj.category_id, -1), "split": split, "obj_path": str(obj.path),
+                  "format": obj.fmt, "up_axis": obj.up_axis,
                   "settings_hash": self.ds.settings_hash, "warnings": list(row.problems), "error": ""}
         if row.status == "error":
             return dict(record, status="skipped", error="scan: " + " | ".join(row.problems), finished_at=timestamp())
-        return Task(RenderRequest(ref.model_id, str(ref.obj_path)), record)
+        return Task(RenderRequest(obj.object_id, str(obj.path), obj.fmt, obj.up_axis, obj.normalise), record)
 
     def _on_outcome(self, o: Outcome) -> None:
         for stage in STAGES:
@@ -277,7 +287,7 @@ def _outcome_record(o: Outcome) -> dict:
     return record
 
 
-def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderSettings,
+def _plan(source: Source, refs: list[SourceObject], out: Path, settings: RenderSettings,
           retry_failed: bool, slice_: tuple[int, int] | None = None) -> RenderSummary:
     """What a run would do, without creating or changing anything."""
     attrs = read_attrs(out) if out.is_dir() else None
@@ -287,7 +297,7 @@ def _plan(tree: ShapeNetTree, refs: list[ModelRef], out: Path, settings: RenderS
     state = Dataset(out.resolve(), settings).state() if attrs is not None else None
     triage = Triage.of(refs, state, retry_failed)
     summary = triage.summary(out.resolve(), slice_, dry_run=True)
-    summary.plan = Counter(tree.taxonomy.category_name(r.synset_id) for r in triage.todo)
+    summary.plan = Counter(r.category for r in triage.todo)
     return summary
 
 
@@ -301,7 +311,7 @@ def summary_lines(s: RenderSummary) -> list[str]:
     c = s.counts
     rate = c["done"] / s.seconds * 60 if s.seconds > 0 else 0.0
     lines = [("Interrupted" if s.interrupted else "Finished") + f"{where}: "
-             + f"{c['done']} rendered, {c['failed']} failed, {c['skipped']} skipped (unusable OBJ), "
+             + f"{c['done']} rendered, {c['failed']} failed, {c['skipped']} skipped (unusable file), "
              f"{s.already_done} already done, {s.not_retried} earlier failures not retried"
              + (" (--retry-failed retries them)" if s.not_retried else "")]
     if c["done"] or c["failed"]:

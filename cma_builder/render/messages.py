@@ -30,7 +30,10 @@ class Ready:
 @dataclass(frozen=True)
 class RenderRequest:
     model_id: str
-    obj_path: str
+    obj_path: str  # the source file (any format)
+    fmt: str = "obj"  # which import function of blender_scripts.importers
+    up_axis: str = "+y"  # the file's up, turned to the dataset's +Y
+    normalise: bool = False  # centre and scale to a unit diagonal (every layout but ShapeNet)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from cma_builder.atomic import atomic_write
 from cma_builder.errors import CmaError
@@ -24,11 +25,17 @@ class ManifestRow:
     category: str
     split: str
     status: str = "ok"  # ok | warn | error (worst problem severity)
-    obj_path: str = ""  # absolute path of models/model_normalized.obj
+    obj_path: str = ""  # absolute path of the source file (ShapeNet: models/model_normalized.obj)
     obj_bytes: int = 0
     obj_sha256: str = ""
     n_vertices: int = 0
     n_faces: int = 0
+    format: str = "obj"  # obj | glb | gltf | ply | stl | off
+    up_axis: str = "+y"  # the file's up axis, turned to the dataset's +Y at render
+    n_meshes: int = 0
+    n_triangles: int = 0  # after triangulation; points and lines excluded
+    n_animations: int = 0
+    n_armatures: int = 0
     n_materials: int = 0
     n_transparent: int = 0  # materials with d < 1
     textures: list[str] = field(default_factory=list)  # as referenced by the MTL
@@ -42,6 +49,7 @@ class ManifestRow:
 
 
 COLUMNS = [f.name for f in dataclasses.fields(ManifestRow)]
+_ADDED = {"format", "up_axis", "n_meshes", "n_triangles", "n_animations", "n_armatures"}  # absent before 0.2
 _LIST_COLUMNS = {f.name for f in dataclasses.fields(ManifestRow) if f.type == "list[str]"}
 _INT_COLUMNS = {f.name for f in dataclasses.fields(ManifestRow) if f.type == "int"}
 
@@ -63,18 +71,19 @@ def check_target(path: Path) -> None:
         raise CmaError(f"{path}: folder {parent} does not exist")
     if path.exists():
         with open(path, encoding="utf-8", errors="replace") as fh:
-            if fh.readline().strip() != ",".join(COLUMNS):
+            if not fh.readline().startswith("model_id,synset_id,"):
                 raise CmaError(f"{path}: exists and is not a cma-build manifest; refusing to overwrite it")
 
 
-def write_manifest(rows: list[ManifestRow], path: Path) -> Path:
-    """Write rows sorted by (synset, model) to ``path`` atomically (complete file or none)."""
+def write_manifest(rows: Iterable[ManifestRow], path: Path, sort: bool = True) -> Path:
+    """Write rows (sorted by (synset, model) unless ``sort`` is False: then as they come, which lets
+    a scan stream them) to ``path`` atomically (complete file or none)."""
     path = Path(path)
     check_target(path)
     with atomic_write(path, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
-        for row in sorted(rows, key=lambda r: r.key):
+        for row in (sorted(rows, key=lambda r: r.key) if sort else rows):
             writer.writerow([_cell(getattr(row, c)) for c in COLUMNS])
     return path
 
@@ -84,13 +93,15 @@ def read_manifest(path: Path) -> list[ManifestRow]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            missing = set(COLUMNS) - set(reader.fieldnames or [])
+            missing = set(COLUMNS) - _ADDED - set(reader.fieldnames or [])
             if missing:
                 raise CmaError(f"{path}: not a cma-build manifest (missing columns: {', '.join(sorted(missing))})")
             rows = []
             for rec in reader:
                 values = {}
                 for c in COLUMNS:
+                    if c not in rec:
+                        continue  # a column added later: its default
                     cell = rec[c]
                     if c in _LIST_COLUMNS:
                         values[c] = [v for v in cell.split(LIST_SEP) if v]

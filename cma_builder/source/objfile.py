@@ -8,6 +8,7 @@ degrade its appearance (missing MTL or texture). Harmless quirks are ``note``.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class ObjInfo:
     n_uvs: int = 0
     n_normals: int = 0
     n_faces: int = 0  # 'f' records (polygons; ShapeNet's are triangles)
+    n_triangles: int = 0  # after fan-triangulating the polygons
     mtllibs: list[str] = field(default_factory=list)
     materials_used: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -204,7 +206,9 @@ def _check_faces(faces: list[bytes], info: ObjInfo) -> None:
     if isinstance(slots, str):
         info.problems.append(error("obj_malformed", slots))
         return
-    if min(map(len, map(bytes.split, faces))) < 3:
+    sizes = np.fromiter(map(len, map(bytes.split, faces)), np.int64, len(faces))
+    info.n_triangles = int(np.maximum(sizes - 2, 0).sum())
+    if sizes.min() < 3:
         info.problems.append(error("obj_malformed", "a face has fewer than 3 corners"))
     for j, (idx, count, label) in enumerate(
         zip(slots, (info.n_vertices, info.n_uvs, info.n_normals), ("vertex", "UV", "normal"))
@@ -299,3 +303,80 @@ def image_kind(path: Path) -> tuple[str | None, bool]:
         if head.startswith(magic):
             return kind, path.suffix.lower() in exts
     return None, True
+
+
+@dataclass
+class MaterialRefs:
+    """What an OBJ's MTL files define and reference, looked up next to the OBJ."""
+
+    n_materials: int = 0
+    n_transparent: int = 0
+    textures: list[str] = field(default_factory=list)  # as the MTL writes them
+    textures_missing: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def inspect_materials(obj_dir: Path, mtllibs: list[str], used: list[str]) -> MaterialRefs:
+    """Read the MTL files an OBJ names (relative to ``obj_dir``) and check what they reference."""
+    out = MaterialRefs()
+    if not mtllibs:
+        out.problems.append(warn("mtl_missing", "the OBJ names no mtllib"))
+        return out
+    materials: list[str] = []
+    read_any = False
+    for name in mtllibs:
+        path = obj_dir / name.replace("\\", "/")
+        try:
+            text = path.read_text("utf-8", errors="replace")
+        except FileNotFoundError:
+            out.problems.append(warn("mtl_missing", f"{name} (named by mtllib) does not exist"))
+            continue
+        except OSError as exc:
+            out.problems.append(warn("mtl_missing", f"{name}: {exc.strerror}"))
+            continue
+        read_any = True
+        mtl = parse_mtl(text)
+        materials += mtl.materials
+        out.n_transparent += len(mtl.transparent)
+        for statement, tex in mtl.textures:
+            if statement.lower() == "map_d":
+                out.problems.append(note("alpha_map", f"{tex} is an alpha (map_d) texture"))
+            if tex not in out.textures:
+                out.textures.append(tex)
+                out.problems += _inspect_texture(obj_dir, statement, tex, out)
+    out.n_materials = len(materials)
+    undefined = [m for m in used if m not in materials]
+    if undefined and read_any:
+        out.problems.append(warn("material_undefined", f"usemtl {', '.join(undefined[:3])} not defined in the MTL"))
+    return out
+
+
+def _inspect_texture(obj_dir: Path, statement: str, tex: str, refs: MaterialRefs) -> list[Problem]:
+    path = Path(os.path.normpath(obj_dir / tex.replace("\\", "/")))
+    if not path.is_file():
+        refs.textures_missing.append(tex)
+        return [warn("texture_missing", f"{tex} ({statement}) does not exist")]
+    try:
+        if path.stat().st_size == 0:
+            return [warn("texture_unreadable", f"{tex} is an empty file")]
+        kind, ext_ok = image_kind(path)
+    except OSError as exc:
+        return [warn("texture_unreadable", f"{tex}: {exc.strerror}")]
+    if kind is not None and not ext_ok:
+        return [note("texture_ext_mismatch", f"{tex} holds {kind.upper()} data")]
+    return []
+
+
+def inspect_obj_file(path: Path):
+    """The FileInfo of an OBJ (any collection's): its records, its MTL files and their textures."""
+    from cma_builder.source.fileinfo import FileInfo
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return FileInfo(problems=[error("file_unreadable", exc.strerror or str(exc))])
+    info = inspect_obj(data)
+    refs = inspect_materials(Path(path).parent, info.mtllibs, info.materials_used)
+    return FileInfo(n_meshes=1 if info.n_faces else 0, n_vertices=info.n_vertices, n_triangles=info.n_triangles,
+                    n_materials=refs.n_materials, textures=refs.textures, textures_missing=refs.textures_missing,
+                    problems=info.problems + refs.problems)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cma_builder.errors import CmaError
+from cma_builder.source.base import SourceObject
+from cma_builder.source.files import finish
 from cma_builder.source.manifest import ManifestRow
-from cma_builder.source.objfile import Problem, error, image_kind, inspect_obj, note, parse_mtl, warn
+from cma_builder.source.objfile import Problem, error, inspect_materials, inspect_obj, warn
 from cma_builder.source.taxonomy import SYNSET_ID_RE, Taxonomy
 
 MODEL_OBJ = Path("models") / "model_normalized.obj"
@@ -63,6 +65,13 @@ class ShapeNetTree:
         if not synsets:
             raise CmaError(_layout_hint(root, children))
         return cls(root, Taxonomy.for_root(root), synsets)
+
+    @staticmethod
+    def looks_like(root: Path) -> bool:
+        try:
+            return any(SYNSET_ID_RE.match(d.name) for d in _subdirs(root))
+        except CmaError:
+            return False
 
     def models(self, synset_ids: list[str] | None = None) -> list[ModelRef]:
         """Every model folder of the given synsets (all when None), sorted by (synset, model)."""
@@ -118,61 +127,14 @@ def inspect_model(ref: ModelRef, category: str, split: str) -> ManifestRow:
         info = inspect_obj(data)
         row.n_vertices, row.n_faces = info.n_vertices, info.n_faces
         problems += info.problems
-        problems += _inspect_materials(ref, row, info.mtllibs, info.materials_used)
+        refs = inspect_materials(ref.obj_path.parent, info.mtllibs, info.materials_used)
+        row.n_materials, row.n_transparent = refs.n_materials, refs.n_transparent
+        row.textures, row.textures_missing = refs.textures, refs.textures_missing
+        row.n_meshes, row.n_triangles = (1 if info.n_faces else 0), info.n_triangles
+        problems += refs.problems
     problems += _inspect_json(ref)
-    _finish(row, problems)
+    finish(row, problems)
     return row
-
-
-def _inspect_materials(ref: ModelRef, row: ManifestRow, mtllibs: list[str], used: list[str]) -> list[Problem]:
-    obj_dir = ref.obj_path.parent
-    if not mtllibs:
-        return [warn("mtl_missing", "the OBJ names no mtllib")]
-    problems: list[Problem] = []
-    materials: list[str] = []
-    read_any = False
-    for name in mtllibs:
-        path = obj_dir / name.replace("\\", "/")
-        try:
-            text = path.read_text("utf-8", errors="replace")
-        except FileNotFoundError:
-            problems.append(warn("mtl_missing", f"{name} (named by mtllib) does not exist"))
-            continue
-        except OSError as exc:
-            problems.append(warn("mtl_missing", f"{name}: {exc.strerror}"))
-            continue
-        read_any = True
-        mtl = parse_mtl(text)
-        materials += mtl.materials
-        row.n_transparent += len(mtl.transparent)
-        for statement, tex in mtl.textures:
-            if statement.lower() == "map_d":
-                problems.append(note("alpha_map", f"{tex} is an alpha (map_d) texture"))
-            if tex not in row.textures:
-                row.textures.append(tex)
-                problems += _inspect_texture(obj_dir, statement, tex, row)
-    row.n_materials = len(materials)
-    undefined = [m for m in used if m not in materials]
-    if undefined and read_any:
-        problems.append(warn("material_undefined", f"usemtl {', '.join(undefined[:3])} not defined in the MTL"))
-    return problems
-
-
-def _inspect_texture(obj_dir: Path, statement: str, tex: str, row: ManifestRow) -> list[Problem]:
-    path = Path(os.path.normpath(obj_dir / tex.replace("\\", "/")))
-    if not path.is_file():
-        row.textures_missing.append(tex)
-        return [warn("texture_missing", f"{tex} ({statement}) does not exist")]
-    out: list[Problem] = []
-    try:
-        if path.stat().st_size == 0:
-            return out + [warn("texture_unreadable", f"{tex} is an empty file")]
-        kind, ext_ok = image_kind(path)
-    except OSError as exc:
-        return out + [warn("texture_unreadable", f"{tex}: {exc.strerror}")]
-    if kind is not None and not ext_ok:
-        out.append(note("texture_ext_mismatch", f"{tex} holds {kind.upper()} data"))
-    return out
 
 
 def _inspect_json(ref: ModelRef) -> list[Problem]:
@@ -186,8 +148,48 @@ def _inspect_json(ref: ModelRef) -> list[Problem]:
     return []
 
 
-def _finish(row: ManifestRow, problems: list[Problem]) -> None:
-    severities = {p.severity for p in problems}
-    row.status = "error" if "error" in severities else "warn" if "warn" in severities else "ok"
-    row.problems = [str(p) for p in problems if p.severity != "note"]
-    row.notes = [str(p) for p in problems if p.severity == "note"]
+class ShapeNetSource:
+    """ShapeNetCore.v2 as a :class:`~cma_builder.source.base.Source`: category id = synset, object
+    id = model folder, the OBJ imported in its own frame (Y up, already normalised: no transform);
+    labels are the 55 top-level synsets of the bundled taxonomy, as before other collections."""
+
+    layout = "shapenet"
+
+    def __init__(self, tree: ShapeNetTree):
+        self.tree = tree
+        self.root = tree.root
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, up_axis: str | None = None) -> "ShapeNetSource":
+        if up_axis not in (None, "+y"):
+            raise CmaError("--up-axis: ShapeNetCore.v2 is +y up in its own frame, which the dataset keeps")
+        return cls(ShapeNetTree.open(path))
+
+    @staticmethod
+    def looks_like(root: Path) -> bool:
+        return ShapeNetTree.looks_like(root)
+
+    def categories(self) -> list[tuple[str, str]]:
+        bundled = Taxonomy.bundled()
+        return [(s, bundled.category_name(s)) for s in bundled.top_level_ids]
+
+    def present_categories(self) -> list[str]:
+        return list(self.tree.synset_ids)
+
+    def resolve(self, names: list[str]) -> list[str]:
+        return self.tree.taxonomy.resolve(names, self.tree.synset_ids)
+
+    def objects(self, category_ids: list[str] | None = None):
+        for ref in self.tree.models(category_ids):
+            yield self.object(ref)
+
+    def object(self, ref: ModelRef) -> SourceObject:
+        return SourceObject(ref.synset_id, ref.model_id, ref.obj_path, "obj",
+                            self.tree.taxonomy.category_name(ref.synset_id), None, "+y", normalise=False)
+
+    def describe(self, obj: SourceObject, split: str) -> ManifestRow:
+        ref = ModelRef(obj.category_id, obj.object_id, obj.path.parent.parent)
+        return inspect_model(ref, obj.category, split)
+
+    def summary_name(self) -> str:
+        return f"ShapeNet root: {self.root}  (taxonomy: {self.tree.taxonomy.source})"

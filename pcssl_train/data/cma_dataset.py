@@ -19,7 +19,7 @@ from cma_builder.errors import CmaError
 from cma_builder.format import DatasetReader, ObjectRef
 from cma_builder.geometry.fps import farthest_point_sample
 from cma_builder.geometry.normalize import normalize_params
-from cma_builder.source.taxonomy import Taxonomy
+from cma_builder.format.schema import resolve_categories
 
 from ..errors import TrainError
 from . import transforms as T
@@ -92,8 +92,8 @@ class CmaDataset(torch.utils.data.Dataset):
         synsets = None
         if categories is not None:
             try:
-                synsets = set(Taxonomy.bundled().resolve([categories] if isinstance(categories, str) else categories,
-                                                         present_ids=self.label_names))
+                synsets = set(resolve_categories(reader.attrs, [categories] if isinstance(categories, str)
+                                                 else list(categories), self.label_names))
             except CmaError as exc:
                 raise TrainError(str(exc)) from None
         rows = [r for r in rows if r["status"] == "done" and r.get("split") in splits

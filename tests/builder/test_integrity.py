@@ -202,4 +202,4 @@ def test_dead_scratch_goes_at_the_next_merge_and_the_next_render_with_nothing_to
         finally:
             shutil.rmtree(dead, ignore_errors=True)
             shutil.rmtree(alive, ignore_errors=True)
-    assert "0 rendered, 0 failed, 0 skipped (unusable OBJ), 4 already done" in result.output  # it had nothing to do
+    assert "0 rendered, 0 failed, 0 skipped (unusable file), 4 already done" in result.output  # it had nothing to do

@@ -59,7 +59,7 @@ def test_category_filter_and_round_robin_limit(synth_tree):
     assert len(rows) == 5 and len({r.synset_id for r in rows}) == 5
     rows = scan(synth_tree, limit=10, show_progress=False).rows
     assert len(rows) == 10 and len({r.synset_id for r in rows}) == 8
-    with pytest.raises(CmaError, match="no model folders.*bathtub"):
+    with pytest.raises(CmaError, match="no objects.*bathtub"):
         scan(synth_tree, categories=["bathtub"], show_progress=False)
 
 
@@ -132,14 +132,14 @@ def test_broken_models_become_rows_and_the_rest_are_fine(tree_copy, tmp_path):
         assert mid in proc.stdout  # the problem list names the model
     assert rows[victim.parents[1].name].textures_missing == ["../images/texture0.jpg"]
     assert all(r.status == "ok" for mid, r in rows.items() if mid not in broken)
-    assert "Problems: 6 models with errors, 3 with warnings" in proc.stdout
+    assert "Problems: 6 objects with errors, 3 with warnings" in proc.stdout
 
 
 def test_tree_without_taxonomy_json_uses_bundled_names(tree_copy):
     (tree_copy / "taxonomy.json").unlink()
     result = scan(tree_copy, show_progress=False)
     assert {r.category for r in result.rows} == {"airplane", "bottle", "car", "chair", "lamp", "mug", "sofa", "table"}
-    assert "bundled" in result.tree.taxonomy.source
+    assert "bundled" in result.source.tree.taxonomy.source
 
 
 def test_unknown_synset_folder_is_scanned_and_labeled_unknown(tree_copy):

@@ -1,0 +1,40 @@
+"""Source meshes read without Blender, for ``cma-build validate --source``.
+
+glTF/GLB (their scene graph: node transforms, instances expanded; Draco through DracoPy), OBJ,
+PLY and STL through trimesh; glTF files with skins through cma_builder.checks.gltf_skin (trimesh
+ignores skins); OFF through our own reader (cma_builder.source.offfile), fan-triangulated as it
+is rendered. Points and lines are left out, as they are at render. Coordinates are the file's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def read_source_mesh(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (N, 3) float64, triangles (T, 3) int64) of the file's whole scene, file frame."""
+    if fmt == "off":
+        from cma_builder.source.offfile import read_off_file
+
+        off = read_off_file(path)
+        return off.vertices.astype(np.float64), off.triangles()
+    if fmt in ("glb", "gltf"):
+        from cma_builder.checks import gltf_skin
+
+        if gltf_skin.has_skins(path):
+            return gltf_skin.scene_mesh(path)
+    import trimesh
+
+    scene = trimesh.load(str(path), force="scene", process=False)
+    verts, tris, offset = [], [], 0
+    for geom in scene.dump(concatenate=False):  # each instance placed by its node's world transform
+        if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
+            continue  # point clouds and paths (glTF points and lines primitives)
+        verts.append(np.asarray(geom.vertices, dtype=np.float64))
+        tris.append(np.asarray(geom.faces, dtype=np.int64) + offset)
+        offset += len(geom.vertices)
+    if not verts:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    return np.concatenate(verts), np.concatenate(tris)
