@@ -17,7 +17,7 @@ from _common import frame, render_parser, source_tree, work_dir
 from cma_builder.geometry.cameras import ViewpointSpec
 from cma_builder.source.scan import select_models
 from cma_builder.render.settings import RenderSettings
-from cma_builder.source.shapenet import ShapeNetTree
+from cma_builder.source.shapenet import ShapeNetSource
 
 
 def main() -> None:
@@ -25,8 +25,8 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     args = ap.parse_args()
     scratch = work_dir("cma-stability-")
-    tree = ShapeNetTree.open(source_tree(args.shapenet, scratch, -(-args.objects // 8)))
-    refs = select_models(tree, tree.synset_ids, args.objects)
+    source = ShapeNetSource.open(source_tree(args.shapenet, scratch, -(-args.objects // 8)))
+    refs = select_models(source, source.present_categories(), args.objects)
     settings = RenderSettings(resolution=args.resolution, samples=args.samples, viewpoints=ViewpointSpec(views=args.views))
     from blender_scripts.scene import Scene
 
@@ -34,8 +34,8 @@ def main() -> None:
     times = np.zeros((args.passes, len(refs)))
     for p in range(args.passes):
         for i, ref in enumerate(refs):
-            scene.load(str(ref.obj_path))
-            w2c, center, radius = frame(scene, settings, ref.model_id)
+            scene.load(str(ref.path))
+            w2c, center, radius = frame(scene, settings, ref.object_id)
             start = time.perf_counter()
             scene.render_views(w2c, center, radius)
             times[p, i] = time.perf_counter() - start
@@ -45,7 +45,7 @@ def main() -> None:
     print("| object | " + " | ".join(f"pass {p + 1} s" for p in range(args.passes)) + " | last / first |")
     print("|---|" + "---|" * args.passes + "---|")
     for i, ref in enumerate(refs):
-        print(f"| {tree.taxonomy.category_name(ref.synset_id)} | " + " | ".join(f"{t:.2f}" for t in times[:, i])
+        print(f"| {ref.category} | " + " | ".join(f"{t:.2f}" for t in times[:, i])
               + f" | {times[-1, i] / times[0, i]:.3f} |")
     print("| all | " + " | ".join(f"{t:.2f}" for t in times.sum(axis=1)) + f" | {times[-1].sum() / times[0].sum():.3f} |")
 

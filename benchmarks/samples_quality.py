@@ -22,7 +22,7 @@ from _common import frame, source_tree, work_dir
 from cma_builder.geometry.cameras import ViewpointSpec
 from cma_builder.source.scan import select_models
 from cma_builder.render.settings import RenderSettings
-from cma_builder.source.shapenet import ShapeNetTree
+from cma_builder.source.shapenet import ShapeNetSource
 
 SAMPLES = (1, 4, 8, 16, 32, 64, 128)
 REFERENCE = 512
@@ -49,14 +49,14 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=224)
     args = ap.parse_args()
     scratch = work_dir("cma-samples-")
-    tree = ShapeNetTree.open(source_tree(args.shapenet, scratch, 1))
-    refs = select_models(tree, tree.synset_ids, args.models)
+    source = ShapeNetSource.open(source_tree(args.shapenet, scratch, 1))
+    refs = select_models(source, source.present_categories(), args.models)
     base = RenderSettings(resolution=args.resolution, viewpoints=ViewpointSpec(views=args.views))
     rows: dict[int, list[tuple[float, float]]] = {s: [] for s in SAMPLES}
     for ref in refs:
-        ref_rgb, mask, _ = render(ref.obj_path, dataclasses.replace(base, samples=REFERENCE), scratch)
+        ref_rgb, mask, _ = render(ref.path, dataclasses.replace(base, samples=REFERENCE), scratch)
         for s in SAMPLES:
-            rgb, _, seconds = render(ref.obj_path, dataclasses.replace(base, samples=s), scratch)
+            rgb, _, seconds = render(ref.path, dataclasses.replace(base, samples=s), scratch)
             err = (rgb[mask].astype(np.float64) - ref_rgb[mask].astype(np.float64)) ** 2
             psnr = 10 * np.log10(255.0 ** 2 / max(err.mean(), 1e-12))
             rows[s].append((seconds, psnr))

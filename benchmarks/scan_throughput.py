@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cma_builder.source.scan import PARALLEL_MIN_MODELS, scan, select_models
-from cma_builder.source.shapenet import ShapeNetTree
+from cma_builder.source.shapenet import ShapeNetSource
 from cma_builder.source.synth import synthesize
 
 
@@ -56,16 +56,16 @@ def main() -> None:
     if root is None:
         root = Path(tempfile.mkdtemp()) / "mini-shapenet"
         synthesize(root, per_category=8, seed=0, show_progress=False)
-    tree = ShapeNetTree.open(root)
-    refs = [r for r in select_models(tree, tree.synset_ids, args.limit) if r.obj_path.is_file()]
-    size = sum(r.obj_path.stat().st_size for r in refs)
-    print(f"{len(refs)} models, {size / 1e6:.1f} MB of OBJ under {tree.root}")
+    source = ShapeNetSource.open(root)
+    refs = [r for r in select_models(source, source.present_categories(), args.limit) if r.path.is_file()]
+    size = sum(r.path.stat().st_size for r in refs)
+    print(f"{len(refs)} models, {size / 1e6:.1f} MB of OBJ under {source.root}")
 
     for r in refs:  # warm the page cache so both sides read from memory
-        r.obj_path.read_bytes()
+        r.path.read_bytes()
     t = time.perf_counter()
     for r in refs:
-        naive_check(r.obj_path)
+        naive_check(r.path)
     naive = time.perf_counter() - t
 
     results = {}

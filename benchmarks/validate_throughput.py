@@ -16,7 +16,7 @@ def timed(dataset: str, shapenet: str | None, workers: int, repeat: int) -> tupl
     best, n = float("inf"), 0
     for _ in range(repeat):
         start = time.perf_counter()
-        report = validate(dataset, shapenet=shapenet, workers=workers, show_progress=False)
+        report = validate(dataset, source=shapenet, workers=workers, show_progress=False)
         best = min(best, time.perf_counter() - start)
         n = report.objects_checked
         assert report.passed, "benchmark dataset must validate"
