@@ -8,6 +8,8 @@ file's +Y up into Blender's +Z (Blender (x, y, z) = glTF (x, -z, y)).
 
 from __future__ import annotations
 
+import re
+
 import bpy
 import numpy as np
 
@@ -59,11 +61,14 @@ def import_gltf(path: str) -> np.ndarray:
 
 
 def _gltf_reason(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    """One line from the importer's error: an extension it names, else the exception its traceback
+    ends with (not the 'Location:' line after it), else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("Location:")]
     for line in lines:
-        if "Extension" in line or "extension" in line:
+        if "extension" in line.lower():
             return "glTF importer: " + line[:200]
-    return "glTF importer: " + (lines[-1][:200] if lines else "failed")
+    raised = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)]
+    return "glTF importer: " + ((raised or lines or ["failed"])[-1][:200])
 
 
 def import_ply(path: str) -> np.ndarray:

@@ -110,7 +110,7 @@ def _numbers(tokens: list[bytes], kind) -> list | None:
         return None
 
 
-def _fromstring(blob: bytes, dtype) -> np.ndarray | None:
+def numbers(blob: bytes, dtype) -> np.ndarray | None:
     """Whitespace-separated numbers parsed in C; None (not a warning) on unparsable text."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # numpy's "could not be read to its end"
@@ -125,7 +125,7 @@ def _parse_table(payloads: list[bytes], width: int) -> np.ndarray | None:
     if not payloads:
         return np.zeros((0, width))
     blob = b" ".join(payloads)
-    flat = _fromstring(blob, np.float64) if b"," not in blob else None
+    flat = numbers(blob, np.float64) if b"," not in blob else None
     if flat is not None and flat.size == width * len(payloads):  # fast path
         return flat.reshape(-1, width)
     rows = [p.split()[:width] for p in payloads]
@@ -193,7 +193,7 @@ def _face_indices(faces: list[bytes]) -> list[np.ndarray] | str:
     if norm.count(b"/") != 2 * n_tokens:
         norm = _NO_SLASH.sub(rb"\1/0/0", _ONE_SLASH.sub(rb"\1/0", norm))
     if norm.count(b"/") == 2 * n_tokens:
-        flat = _fromstring(norm.replace(b"/", b" "), np.int64)
+        flat = numbers(norm.replace(b"/", b" "), np.int64)
         if flat is not None and flat.size == 3 * n_tokens:
             cols = flat.reshape(n_tokens, 3)
             return [cols[:, j] for j in range(3)]

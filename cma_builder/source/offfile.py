@@ -25,14 +25,13 @@ file is refused at once.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cma_builder.source.fileinfo import FileInfo
-from cma_builder.source.objfile import Problem, error, note
+from cma_builder.source.objfile import Problem, error, note, numbers
 
 _KEYWORD = re.compile(rb"((?:ST|[CN4n])*)OFF(\d*)")  # [ST][C][N][4][n]OFF, counts may follow at once
 _INT = re.compile(rb"[+-]?\d+")
@@ -126,16 +125,6 @@ def _header(records: list[bytes]) -> tuple[bytes, int, int, int, list[Problem]]:
     return prefix, nv, nf, used, notes
 
 
-def _fromstring(blob: bytes, dtype: type) -> np.ndarray | None:
-    """Whitespace-separated numbers parsed in C; None where numpy cannot read them all."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # numpy's "could not be read to its end"
-        try:
-            return np.fromstring(blob, dtype=dtype, sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
-
-
 def _table(lines: list[bytes], what: str, data: bytes, first: int) -> tuple[np.ndarray, np.ndarray]:
     """(all numbers of ``lines`` in order, how many each line holds). Faces are tried as int64
     first (8x faster to parse than floats). ``first``: record index of ``lines[0]``, for the line
@@ -147,7 +136,7 @@ def _table(lines: list[bytes], what: str, data: bytes, first: int) -> tuple[np.n
     ends = np.append(np.flatnonzero(buf == 10), len(buf))  # end of each line
     counts = np.diff(np.searchsorted(starts, ends), prepend=0)
     for dtype in (np.int64, np.float64) if what == "face" else (np.float64,):
-        flat = _fromstring(blob, dtype)
+        flat = numbers(blob, dtype)
         if flat is not None and flat.size == starts.size:
             return flat, counts
     values = []

@@ -179,6 +179,9 @@ def test_layouts_render_validate_and_train(real_assets, tmp_path):
     proc = run_cli("cma-build", "export", str(tmp_path / "ds-modelnet"), "--format", "shapenet55", "--points", "1024",
                    "--out", str(tmp_path / "sn55"), "--categories", "ball")
     assert proc.returncode == 0 and len(list((tmp_path / "sn55" / "shapenet_pc").glob("ball-*.npy"))) == 3, proc.stderr
+    for fmt in ("ply", "nerf", "colmap"):
+        proc = run_cli("cma-build", "export", str(tmp_path / "ds-objaverse"), "--format", fmt, "--out", str(tmp_path / fmt))
+        assert proc.returncode == 0 and "Exported 4 objects" in proc.stdout, proc.stdout + proc.stderr
     run = tmp_path / "run"
     proc = run_cli("pcssl-train", "pretrain", "-c", "point-mae-tiny", "-d", str(tmp_path / "ds-modelnet"), "-o", str(run),
                    "--set", "optim.epochs=1", "--set", "optim.warmup_epochs=0", "--no-progress")
@@ -220,6 +223,19 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
                                                                  "pbrMetallicRoughness": {"baseColorFactor": [1, 0, 0, 0.1]}}]})
     glb_with(src / "good", "blend.glb", {**quad, "materials": [{"alphaMode": "BLEND", "doubleSided": True,
                                                                 "pbrMetallicRoughness": {"baseColorFactor": [1, 0, 0, 0.5]}}]})
+    glb_with(src / "good", "lines.glb", {"meshes": [{"primitives": [  # a triangle and a line strip over it: only the surface
+        {"attributes": {"POSITION": 0}}, {"attributes": {"POSITION": 0}, "mode": 3}]}]})
+    glb_with(src / "good", "notex.glb", {  # a base colour texture whose file is missing: grey, with a warning
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "material": 0}]}],
+        "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0],
+                       "max": [1, 1, 0]}, {"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC2"}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}, "doubleSided": True}],
+        "textures": [{"source": 0}], "images": [{"uri": "missing.png"}]})
+    (src / "good" / "colours.ply").write_text(  # PLY vertex colours (sRGB bytes): a red and a blue corner
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face 2\n"
+        "property list uchar int vertex_indices\nend_header\n"
+        "0 0 0 255 0 0\n1 0 0 255 0 0\n1 1 0 0 0 255\n0 1 0 0 0 255\n3 0 1 2\n3 0 2 3\n")
     glb_with(src / "bad", "basisu.glb", {"extensionsUsed": ["KHR_texture_basisu"],
                                          "extensionsRequired": ["KHR_texture_basisu"]})
     glb_with(src / "bad", "points.glb", {"meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "mode": 0}]}]})
@@ -236,12 +252,14 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
                "cut.glb": "gltf_truncated", "garbage.stl": "stl_", "huge.ply": "ply_truncated"}
     for name, reason in reasons.items():
         assert rows[name]["status"] == "skipped" and reason in rows[name]["error"], rows[name]
-    assert {n for n, r in rows.items() if r["status"] == "done"} == {"ball.off", "draco_box.glb", "cutout.glb", "blend.glb"}
+    assert {n for n, r in rows.items() if r["status"] == "done"} == {
+        "ball.off", "draco_box.glb", "cutout.glb", "blend.glb", "lines.glb", "notex.glb", "colours.ply"}
+    assert "texture_missing" in rows["notex.glb"]["warnings"] and "texture_fallback" in rows["notex.glb"]["warnings"]
     # the Draco mesh decoded by DracoPy (through trimesh). The image checks read the cut-out triangle's white
     # (the background through it) as blank and clipped, by design; both flat triangles are edge-on in two views.
     report = validate_source(tmp_path / "ds", src, "--threshold", "images.rgb_blank=0", "--threshold",
                              "images.saturated=1")
-    assert report["passed"] and report["objects_checked"] == 4, report["failures"][:3]
+    assert report["passed"] and report["objects_checked"] == 7, report["failures"][:3]
     p99, a = source_distance(tmp_path / "ds", rows["draco_box.glb"])
     assert p99 < 1e-4
     cut, blend = load(tmp_path / "ds", rows["cutout.glb"]), load(tmp_path / "ds", rows["blend.glb"])
@@ -249,6 +267,12 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
     assert (cut["rgb"][cut["mask"]].astype(int).min(axis=1) >= 250).mean() > 0.9  # cut out: the white background
     colours = blend["rgb"][blend["mask"]].astype(int)
     assert np.median(colours[:, 0]) > 200 and 60 < np.median(colours[:, 1]) < 230  # half red, half background
+    grey = load(tmp_path / "ds", rows["notex.glb"])
+    grey = grey["rgb"][grey["mask"]].astype(int)
+    assert np.abs(grey[:, 0] - grey[:, 2]).max() <= 2 and np.abs(grey[:, 0] - grey[:, 1]).max() <= 2
+    ply = load(tmp_path / "ds", rows["colours.ply"])
+    ply = ply["rgb"][ply["mask"]].astype(int)
+    assert ((ply[:, 0] > ply[:, 2] + 60)).any() and ((ply[:, 2] > ply[:, 0] + 60)).any()  # red and blue corners
 
 
 def test_up_axis_override_is_recorded_and_used(real_assets, tmp_path):
