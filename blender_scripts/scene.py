@@ -208,6 +208,7 @@ class Scene:
         sc.collection.objects.link(self.camera)
         sc.camera = self.camera
         self.objects: list = []
+        self._rig = set(bpy.data.objects)  # the camera and the lights: everything else is an object's
 
     # --- objects -------------------------------------------------------------------------
     def load_source(self, request) -> tuple[list[str], np.ndarray]:
@@ -368,10 +369,14 @@ class Scene:
         return np.concatenate(verts), np.concatenate(tris)
 
     def clear(self) -> None:
-        """Remove the object and everything it brought (meshes, materials, images)."""
-        for o in self.objects:
+        """Remove the object and everything it brought (meshes, materials, images), and whatever an
+        import left behind before failing (objects, collections): only the rig stays."""
+        for o in [o for o in bpy.data.objects if o not in self._rig]:
             bpy.data.objects.remove(o, do_unlink=True)
+        for c in list(bpy.data.collections):
+            bpy.data.collections.remove(c)
         self.objects = []
+        self.scene.camera = self.camera
         bpy.data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
 
     # --- rendering -----------------------------------------------------------------------

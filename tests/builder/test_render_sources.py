@@ -236,6 +236,10 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
         "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face 2\n"
         "property list uchar int vertex_indices\nend_header\n"
         "0 0 0 255 0 0\n1 0 0 255 0 0\n1 1 0 0 0 255\n0 1 0 0 0 255\n3 0 1 2\n3 0 2 3\n")
+    glb_with(src / "bad", "badtex.glb", {  # Blender's importer makes node 0's big triangle, then fails on node 1's
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]},  # VEC3 texture coordinates: nothing may
+                   {"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 0}}]}],  # be left for the next file
+        "nodes": [{"mesh": 0, "scale": [3, 3, 3], "translation": [-1, -1, 0]}, {"mesh": 1}], "scenes": [{"nodes": [0, 1]}]})
     glb_with(src / "bad", "basisu.glb", {"extensionsUsed": ["KHR_texture_basisu"],
                                          "extensionsRequired": ["KHR_texture_basisu"]})
     glb_with(src / "bad", "points.glb", {"meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "mode": 0}]}]})
@@ -245,9 +249,10 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
     (src / "bad" / "huge.ply").write_text("ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\n"
                                           "property float x\nproperty float y\nproperty float z\nelement face 1\n"
                                           "property list uchar int vertex_indices\nend_header\n")
-    proc = render_source(src, tmp_path / "ds")
+    proc = render_source(src, tmp_path / "ds", "--workers", "1")  # one worker: the good files follow the bad ones
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
     rows = by_file(tmp_path / "ds")
+    assert rows["badtex.glb"]["status"] == "failed" and "glTF importer: ValueError" in rows["badtex.glb"]["error"]
     reasons = {"basisu.glb": "gltf_extension_unsupported: KHR_texture_basisu", "points.glb": "no_triangles",
                "cut.glb": "gltf_truncated", "garbage.stl": "stl_", "huge.ply": "ply_truncated"}
     for name, reason in reasons.items():
