@@ -124,8 +124,8 @@ def _drop_points_and_lines(mesh) -> bool:
 
 
 def _neutral_material(color_attribute: str):
-    """The material of meshes the file gives none: NEUTRAL_GRAY (times the colour attribute's
-    colour when there is one), Principled BSDF, roughness 0.5."""
+    """The material of meshes the file gives none: Principled BSDF, roughness 0.5, Base Color
+    NEUTRAL_GRAY, or the colour attribute ``color_attribute`` when there is one."""
     name = f"cma-neutral-{color_attribute}" if color_attribute else "cma-neutral"
     mat = bpy.data.materials.get(name)
     if mat is not None:
@@ -275,8 +275,8 @@ class Scene:
         return out
 
     def _neutral_materials(self) -> list[str]:
-        """Meshes without a material get the neutral grey one (their vertex colours, if they have
-        any, multiply it: a Color Attribute node feeds Base Color). Returns warnings (none)."""
+        """Meshes without a material get the neutral grey one, or, when they have vertex colours,
+        the same material with the colour attribute as Base Color. Returns warnings (none)."""
         for o in self.objects:
             mesh = o.data
             if any(slot is not None for slot in mesh.materials):

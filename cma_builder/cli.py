@@ -9,6 +9,7 @@ import click
 
 from cma_builder.atomic import check_output_dir, check_output_file
 from cma_builder.errors import CmaError
+from cma_builder.source import LAYOUTS
 
 
 class _Group(click.Group):
@@ -129,7 +130,7 @@ def _source_options(f):
     f = click.option("--up-axis", metavar="AXIS",
                      help="The files' up axis (+x -x +y -y +z -z), turned to the dataset's +Y [default: per layout "
                           "and format: glTF/OBJ/PLY +y, OFF/STL +z; docs/SOURCES.md].")(f)
-    f = click.option("--layout", type=click.Choice(["shapenet", "objaverse", "modelnet", "folder"]),
+    f = click.option("--layout", type=click.Choice(list(LAYOUTS)),
                      help="The collection's layout [default: detected].")(f)
     f = click.option("--shapenet", type=click.Path(path_type=Path),
                      help="ShapeNetCore.v2 root (same as --source PATH --layout shapenet).")(f)
@@ -393,7 +394,7 @@ def _list_checks(ctx: click.Context, param: click.Parameter, value: bool) -> Non
               help="The collection the dataset was rendered from: also compare points, depth, mask and visibility "
                    "with its source files, read without Blender (trimesh; OFF: our reader; ShapeNet OBJ: open3d).")
 @click.option("--shapenet", type=click.Path(path_type=Path), help="ShapeNetCore.v2 root (same as --source).")
-@click.option("--layout", type=click.Choice(["shapenet", "objaverse", "modelnet", "folder"]),
+@click.option("--layout", type=click.Choice(list(LAYOUTS)),
               help="The source's layout [default: the one the dataset records].")
 @click.option("--report", type=click.Path(path_type=Path),
               help="JSON report to write [default: DATASET/validation.json].")

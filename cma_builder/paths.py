@@ -57,6 +57,15 @@ def inside(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
     return path
 
 
+def leads_outside(root: str | os.PathLike | None, path: str | os.PathLike) -> bool:
+    """Whether ``path`` (a file a source file refers to: an MTL, a texture, a glTF buffer or image),
+    once every link is followed, lies outside ``root`` (the collection the user named; None: no
+    limit). Such references are refused: reading them would let a file pick what the toolkit reads."""
+    if root is None:
+        return False
+    return not Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
 def check_inside(root: str | os.PathLike, rels) -> None:
     """:func:`inside` for each of ``rels`` (every path a command is about to write, checked before
     it writes the first)."""

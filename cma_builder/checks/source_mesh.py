@@ -1,8 +1,8 @@
 """Source meshes read without Blender, for ``cma-build validate --source``.
 
 glTF/GLB (their scene graph: node transforms, instances expanded; Draco through DracoPy), OBJ,
-PLY and STL through trimesh; glTF files with skins through cma_builder.checks.gltf_skin (trimesh
-ignores skins); OFF through our own reader (cma_builder.source.offfile), fan-triangulated as it
+PLY and STL through trimesh; glTF files with skins, triangle fans or EXT_mesh_gpu_instancing through
+cma_builder.checks.gltf_scene (trimesh reads those otherwise than the spec); OFF through our own reader (cma_builder.source.offfile), fan-triangulated as it
 is rendered. Points and lines are left out, as they are at render. Coordinates are the file's own.
 """
 
@@ -13,18 +13,19 @@ from pathlib import Path
 import numpy as np
 
 
-def read_source_mesh(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices (N, 3) float64, triangles (T, 3) int64) of the file's whole scene, file frame."""
+def read_source_mesh(path: str | Path, fmt: str, root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (N, 3) float64, triangles (T, 3) int64) of the file's whole scene, file frame.
+    ``root``: the collection, which side files must lie in (as the scan requires)."""
     if fmt == "off":
         from cma_builder.source.offfile import read_off_file
 
         off = read_off_file(path)
         return off.vertices.astype(np.float64), off.triangles()
     if fmt in ("glb", "gltf"):
-        from cma_builder.checks import gltf_skin
+        from cma_builder.checks import gltf_scene
 
-        if gltf_skin.has_skins(path):
-            return gltf_skin.scene_mesh(path)
+        if gltf_scene.needs_reference(path):
+            return gltf_scene.scene_mesh(path, root)
     import trimesh
 
     scene = trimesh.load(str(path), force="scene", process=False)

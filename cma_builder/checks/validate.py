@@ -27,7 +27,8 @@ from cma_builder.progress import progress
 from cma_builder.format import DatasetReader, ObjectRef, ref
 from cma_builder.format.integrity import shard_problems
 from cma_builder.render.settings import FORMAT_VERSION
-from cma_builder.source import SourceObject, open_source
+from cma_builder.source import open_source
+from cma_builder.source.base import SourceObject
 
 WORST = 5  # offenders listed per check
 
@@ -176,15 +177,17 @@ def structure(reader: DatasetReader, rows: list[dict], report: Report) -> list[O
 # --- per-object checks, in worker processes ------------------------------------------------
 _reader: DatasetReader | None = None
 _sources: dict[tuple[str, str], SourceObject] | None = None
+_source_root: Path | None = None
 
 
-def _init(root: str, sources: dict | None) -> None:
-    global _reader, _sources
+def _init(root: str, sources: dict | None, source_root: Path | None = None) -> None:
+    global _reader, _sources, _source_root
     _reader = DatasetReader.open(root)
     _sources = sources
+    _source_root = source_root
 
 
-def source_mesh(obj: SourceObject, source_to_world: np.ndarray):
+def source_mesh(obj: SourceObject, source_to_world: np.ndarray, root: Path | None = None):
     """A ray caster of the object's source file read without Blender (ShapeNet OBJs by open3d, other
     files by trimesh or our OFF reader), carried into the dataset frame by ``source_to_world``."""
     from cma_builder.checks.source_mesh import read_source_mesh
@@ -193,7 +196,7 @@ def source_mesh(obj: SourceObject, source_to_world: np.ndarray):
 
     if not obj.normalise and obj.fmt == "obj":  # ShapeNet: the dataset frame is the OBJ's
         return MeshRaycaster.from_obj(str(obj.path))
-    vertices, triangles = read_source_mesh(obj.path, obj.fmt)
+    vertices, triangles = read_source_mesh(obj.path, obj.fmt, root)
     return MeshRaycaster(apply_transform(source_to_world, vertices), triangles)
 
 
@@ -210,7 +213,7 @@ def _check_one(obj: ObjectRef) -> list[tuple]:
             values.append(("geometry.point_to_mesh", None, float("nan"), f"source file not found: {where}"))
         else:
             try:
-                mesh = source_mesh(src, a.get("source_to_world", np.eye(4)))
+                mesh = source_mesh(src, a.get("source_to_world", np.eye(4)), _source_root)
                 values += mesh_values(a, mesh, _reader.settings)
             except Exception as exc:
                 values.append(("geometry.point_to_mesh", None, float("nan"), f"{exc.__class__.__name__}: {exc}"))
@@ -260,14 +263,15 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
     workers = max(1, min(workers or os.cpu_count() or 1, len(objs) // 2 or 1))
     bar = progress(desc="validate", unit="obj", total=len(objs), enabled=show_progress)
     if workers == 1:
-        _init(str(reader.root), sources)
+        _init(str(reader.root), sources, collection.root if collection is not None else None)
         results = map(_check_one, objs)
         pool = None
     else:  # spawn: zarr's I/O thread and open3d do not survive fork
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers start with Ctrl-C ignored
         try:
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                       initargs=(str(reader.root), sources))
+                                       initargs=(str(reader.root), sources,
+                                                 collection.root if collection is not None else None))
             results = pool.map(_check_one, objs, chunksize=max(1, min(8, len(objs) // (4 * workers))))
         finally:
             signal.signal(signal.SIGINT, previous)

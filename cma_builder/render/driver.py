@@ -30,8 +30,9 @@ from cma_builder.render.schedule import Outcome, Task, Transport
 from cma_builder.render.scratch import remove_dead_runs
 from cma_builder.render.settings import RenderOptions, RenderSettings
 from cma_builder.render.slices import slice_of
-from cma_builder.source import Source, SourceObject, open_source
-from cma_builder.source.scan import select_models, split_of
+from cma_builder.source import open_source
+from cma_builder.source.base import Source, SourceObject
+from cma_builder.source.scan import inspect_safely, select_models, split_of
 from cma_builder.source.splits import SPLIT_NAMES, SplitSpec
 
 STAGES = ("setup", "render", "decode", "raycast", "backproject")  # the worker's timings, per object
@@ -219,7 +220,7 @@ class RenderRun:
     def _prepare(self, obj: SourceObject) -> Task | dict:
         """The task of one object, or its ``skipped`` record when the scan finds its file unusable."""
         split = split_of(obj, self.spec)
-        row = self.source.describe(obj, split)
+        row = inspect_safely((obj, split), self.source)  # an unforeseen inspector error is this object's
         record = {"synset_id": obj.category_id, "model_id": obj.object_id, "category": obj.category,
                   "label": self.labels.get(obj.category_id, -1), "split": split, "obj_path": str(obj.path),
                   "format": obj.fmt, "up_axis": obj.up_axis,

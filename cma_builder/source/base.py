@@ -118,8 +118,8 @@ MAX_ID = 120
 def safe_id(text: str) -> str:
     """A safe single path component for ``text`` (a relative path or a name): path separators become
     '__'; when anything else had to change (characters other than letters, digits and ``._+-``, a
-    leading dot, more than MAX_ID characters) the id gets '-' and 8 hex digits of the text's SHA-1,
-    so different texts keep different ids."""
+    leading dot, more than MAX_ID characters) the id gets '-' and 8 hex digits of the text's SHA-1.
+    'a/b' and 'a__b' still meet: a layout that can hold both (folder.py) adds the hash itself."""
     parts = [p for p in re.split(r"[/\\]+", text) if p]
     clean = "__".join(_UNSAFE_CHARS.sub("_", p) for p in parts).lstrip(".")
     if clean and clean == "__".join(parts) and len(clean) <= MAX_ID:

@@ -23,6 +23,7 @@ class FileInfo:
     n_vertices: int = 0
     n_triangles: int = 0  # after triangulating polygons (points and lines excluded)
     n_materials: int = 0
+    n_transparent: int = 0  # OBJ: d < 1 (or Tr > 0); glTF: alphaMode BLEND or MASK
     n_animations: int = 0
     n_armatures: int = 0  # glTF skins
     vertex_colors: bool = False
@@ -37,8 +38,9 @@ def format_of(path: str | Path) -> str | None:
     return SUFFIXES.get(Path(path).suffix.lower())
 
 
-def inspect_file(path: str | Path, fmt: str) -> FileInfo:
-    """Inspect one source file of format ``fmt`` (one of FORMATS)."""
+def inspect_file(path: str | Path, fmt: str, root: str | Path | None = None) -> FileInfo:
+    """Inspect one source file of format ``fmt`` (one of FORMATS). Files it refers to (MTL files,
+    textures, glTF buffers and images) must lie inside ``root`` (the collection; None: anywhere)."""
     path = Path(path)
     if fmt == "obj":
         from cma_builder.source.objfile import inspect_obj_file as inspect
@@ -52,4 +54,4 @@ def inspect_file(path: str | Path, fmt: str) -> FileInfo:
         from cma_builder.source.offfile import inspect_off as inspect
     else:
         raise ValueError(f"unknown format {fmt!r}")
-    return inspect(path)
+    return inspect(path, root) if fmt in ("obj", "glb", "gltf") else inspect(path)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from cma_builder.errors import CmaError
-from cma_builder.source.base import DEFAULT_UP, SourceObject, sha256_file
+from cma_builder.paths import name_problem
+from cma_builder.source.base import DEFAULT_UP, SourceObject, safe_id, sha256_file
 from cma_builder.source.fileinfo import SUFFIXES, inspect_file
 from cma_builder.source.manifest import ManifestRow
 from cma_builder.source.objfile import Problem, error
@@ -27,6 +28,18 @@ def category_id(name: str) -> str:
     become '_' ('bow_(weapon)' -> 'bow_weapon'); nothing left gives 'category-<sha1>'."""
     out = re.sub("_+", "_", _UNSAFE_CATEGORY.sub("_", name)).strip("_").lstrip(".")
     return out[:120] if out else "category-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def category_name(name: str) -> str:
+    """A category's name as the index shows it: the name itself when it is a safe name (no slash,
+    backslash, control character or leading dot: it is an index column), else its category id."""
+    return name if name_problem(name) is None else category_id(name)
+
+
+def object_id(name: str) -> str:
+    """An object id from a name a collection gives (a uid, a file stem): itself when it is a safe name,
+    else :func:`~cma_builder.source.base.safe_id` of it."""
+    return name if name_problem(name) is None else safe_id(name)
 
 
 def mesh_files(folder: Path) -> Iterator[Path]:
@@ -87,7 +100,7 @@ class FileCollection:
             yield from self._by_category.get(cid, [])
 
     def describe(self, obj: SourceObject, split: str) -> ManifestRow:
-        return describe_file(obj, split)
+        return describe_file(obj, split, self.root)
 
     def summary_name(self) -> str:
         return f"{self.layout} collection: {self.root}"
@@ -96,8 +109,9 @@ class FileCollection:
         return self.up_override or DEFAULT_UP[fmt]
 
 
-def describe_file(obj: SourceObject, split: str) -> ManifestRow:
-    """The manifest row of one source file: size, SHA-256, counts and problems (no Blender)."""
+def describe_file(obj: SourceObject, split: str, root: Path | None = None) -> ManifestRow:
+    """The manifest row of one source file: size, SHA-256, counts and problems (no Blender). Files it
+    refers to must lie inside ``root``."""
     row = ManifestRow(model_id=obj.object_id, synset_id=obj.category_id, category=obj.category, split=split,
                       obj_path=str(obj.path), format=obj.fmt, up_axis=obj.up_axis)
     problems: list[Problem] = []
@@ -111,12 +125,16 @@ def describe_file(obj: SourceObject, split: str) -> ManifestRow:
         if row.obj_bytes == 0:
             problems.append(error("file_empty", f"{obj.path.name} is 0 bytes"))
         else:
-            info = inspect_file(obj.path, obj.fmt)
+            info = inspect_file(obj.path, obj.fmt, root)
             row.n_meshes, row.n_vertices, row.n_triangles = info.n_meshes, info.n_vertices, info.n_triangles
             row.n_faces = info.n_triangles
             row.n_materials, row.n_animations, row.n_armatures = info.n_materials, info.n_animations, info.n_armatures
+            row.n_transparent = info.n_transparent
             row.textures, row.textures_missing = info.textures, info.textures_missing
             problems += info.problems
+            if info.n_triangles == 0 and not any(p.severity == "error" for p in problems):
+                problems.append(error("no_triangles", "the file holds no triangle (points, lines or faces with fewer "
+                                                      "than 3 corners only)"))
     finish(row, problems)
     return row
 

@@ -7,12 +7,13 @@ made a safe id (``chairs/ikea/a.obj`` -> ``chairs__ikea__a.obj``); the split is 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from cma_builder.errors import CmaError
-from cma_builder.source.base import UNCATEGORIZED, SourceObject, safe_id
+from cma_builder.source.base import MAX_ID, UNCATEGORIZED, SourceObject, safe_id
 from cma_builder.source.fileinfo import format_of
-from cma_builder.source.files import FileCollection, category_id, mesh_files
+from cma_builder.source.files import FileCollection, category_id, category_name, mesh_files
 
 
 class FolderSource(FileCollection):
@@ -26,11 +27,12 @@ class FolderSource(FileCollection):
             rel = path.relative_to(root)
             category = rel.parts[0] if len(rel.parts) > 1 else UNCATEGORIZED
             oid = safe_id(rel.as_posix())
-            if oid in seen:  # 'a/b.obj' and a file named 'a__b.obj': keep both apart
-                oid = safe_id(rel.as_posix() + "/")
-            seen.add(oid)
+            if (category_id(category), oid) in seen:  # 'a/b.obj' and a file named 'a__b.obj': keep both apart
+                oid = f"{oid[:MAX_ID - 9]}-{hashlib.sha1(rel.as_posix().encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+            seen.add((category_id(category), oid))
             fmt = format_of(path)
-            objs.append(SourceObject(category_id(category), oid, path, fmt, category, None, src.default_up(fmt)))
+            objs.append(SourceObject(category_id(category), oid, path, fmt, category_name(category), None,
+                                     src.default_up(fmt)))
         if not objs:
             raise CmaError(f"{root}: no mesh files found (.obj .glb .gltf .ply .stl .off)")
         return cls(root, objs, up_axis=up_axis)

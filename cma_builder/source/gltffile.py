@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
+from cma_builder.paths import leads_outside
 from cma_builder.source.fileinfo import FileInfo
 from cma_builder.source.objfile import error, note, warn
 
@@ -39,6 +40,9 @@ _TYPE_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MA
 _TRIANGLES, _STRIP_FAN, _POINTS_LINES = (4,), (5, 6), (0, 1, 2, 3)  # tuples: a mode may be unhashable
 
 
+ABSURD_MIN = 1 << 26  # bytes an accessor without a bufferView may always claim (64 MiB)
+ABSURD_RATIO = 1000  # else at most this many times the file's size (Draco expands ~10-50x)
+
 class _Malformed(Exception):
     """The JSON is not shaped as glTF (a list where an object belongs, a count that is no integer)."""
 
@@ -48,8 +52,11 @@ class _Doc:
     gltf: dict
     base: Path  # folder that relative URIs start from
     bin_len: int | None  # bytes of the GLB BIN chunk present in the file; None: no BIN chunk
+    root: Path | None = None  # the collection: external files must lie inside it
+    file_bytes: int = 0
     bad: list[str] = field(default_factory=list)  # bad index descriptions
     short: list[str] = field(default_factory=list)  # ranges that run past their buffer
+    absurd: list[str] = field(default_factory=list)  # counts no data in the file could hold
     _arrays: dict[str, list[dict]] = field(default_factory=dict)
 
     def objs(self, key: str) -> list[dict]:
@@ -59,11 +66,12 @@ class _Doc:
         return self._arrays[key]
 
 
-def inspect_gltf(path: Path) -> FileInfo:
-    """Counts and defects of a ``.glb`` or ``.gltf`` file. Never raises."""
+def inspect_gltf(path: Path, root: Path | None = None) -> FileInfo:
+    """Counts and defects of a ``.glb`` or ``.gltf`` file. Never raises. External buffers and
+    images must lie inside ``root`` (error ``path_outside``)."""
     info = FileInfo()
     try:
-        _inspect(Path(path), info)
+        _inspect(Path(path), info, root)
     except _Malformed as exc:
         info.problems.append(error("gltf_not_gltf", f"malformed glTF: {exc}"))
     except Exception as exc:  # an unforeseen defect must not stop a scan
@@ -71,11 +79,11 @@ def inspect_gltf(path: Path) -> FileInfo:
     return info
 
 
-def _inspect(path: Path, info: FileInfo) -> None:
+def _inspect(path: Path, info: FileInfo, root: Path | None = None) -> None:
     gltf, bin_len = _load(path, info)
     if gltf is None or not _version_ok(gltf, info):
         return
-    doc = _Doc(gltf, path.parent, bin_len)
+    doc = _Doc(gltf, path.parent, bin_len, root, path.stat().st_size)
     info.extensions = _strings(gltf.get("extensionsUsed"), "extensionsUsed")
     _check_extensions(doc, info)
     _check_refs(doc)
@@ -85,6 +93,7 @@ def _inspect(path: Path, info: FileInfo) -> None:
     _textures(doc, info)
     _report(info, "gltf_bad_index", doc.bad)
     _report(info, "gltf_truncated", doc.short)
+    _report(info, "gltf_absurd_size", doc.absurd)
     info.problems.sort(key=lambda p: ("error", "warn", "note").index(p.severity))
 
 
@@ -385,6 +394,9 @@ def _check_buffer(doc: _Doc, i: int, buf: dict, info: FileInfo) -> None:
         have, where = len(payload.rstrip("=")) * 3 // 4, "its data URI"
     else:
         path = doc.base / _uri_path(uri)
+        if leads_outside(doc.root, path):
+            info.problems.append(error("path_outside", f"buffer {i}: '{_short(uri, 80)}' leads outside {doc.root}"))
+            return
         if not path.is_file():
             info.problems.append(error("buffer_missing", f"buffer {i}: '{_short(uri, 80)}' not found"))
             return
@@ -414,6 +426,10 @@ def _check_accessor(doc: _Doc, i: int, acc: dict) -> None:
     views = doc.objs("bufferViews")
     elem, count = _element_bytes(acc, where), _nat(acc, "count", where)
     view = _index(views, acc.get("bufferView"))
+    if "bufferView" not in acc and count * elem > max(ABSURD_MIN, ABSURD_RATIO * doc.file_bytes):
+        # zeros, sparse or Draco data stand behind it: no compression makes that much of this file
+        doc.absurd.append(f"accessor {i} claims {count} elements ({count * elem / 1e9:.3g} GB) with no bufferView "
+                          f"in a {doc.file_bytes}-byte file")
     if view is not None and count:
         stride = _nat(view, "byteStride", f"bufferViews[{acc['bufferView']}]", 0) or elem
         end = _nat(acc, "byteOffset", where, 0) + stride * (count - 1) + elem
@@ -507,6 +523,7 @@ def _mesh_counts(doc: _Doc, m: int) -> _MeshCounts:
 
 def _count(doc: _Doc, info: FileInfo) -> None:
     info.n_materials = len(doc.objs("materials"))
+    info.n_transparent = sum(m.get("alphaMode") in ("BLEND", "MASK") for m in doc.objs("materials"))
     info.n_animations = len(doc.objs("animations"))
     info.n_armatures = len(doc.objs("skins"))
     roots, label = _roots(doc)
@@ -564,7 +581,9 @@ def _textures(doc: _Doc, info: FileInfo) -> None:
             raise _Malformed(f"images[{i}].uri is not a string")
         if uri not in info.textures:
             info.textures.append(uri)
-            if not (doc.base / _uri_path(uri)).is_file():
+            if leads_outside(doc.root, doc.base / _uri_path(uri)):
+                info.problems.append(error("path_outside", f"image {i}: '{_short(uri, 80)}' leads outside {doc.root}"))
+            elif not (doc.base / _uri_path(uri)).is_file():
                 info.textures_missing.append(uri)
     if info.textures_missing:
         names = ", ".join(_short(t, 60) for t in info.textures_missing[:3])

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from cma_builder.errors import CmaError
-from cma_builder.source.base import SourceObject
-from cma_builder.source.files import FileCollection, category_id
+from cma_builder.source.base import SourceObject, safe_id
+from cma_builder.source.files import FileCollection, category_id, category_name, object_id
 
 SPLITS = ("train", "test")
 
@@ -22,14 +22,18 @@ class ModelNetSource(FileCollection):
     @classmethod
     def open(cls, root: Path, up_axis: str | None = None) -> "ModelNetSource":
         src = cls(root, [], up_axis=up_axis)
-        objs = []
+        objs, seen = [], set()
         for cls_dir in _dirs(root):
             for split in SPLITS:
                 for entry in sorted(_entries(cls_dir / split), key=lambda e: e.name):
-                    if entry.name.lower().endswith(".off") and entry.is_file():
+                    if entry.name.lower().endswith(".off") and not entry.name.startswith(".") and entry.is_file():
                         path = Path(entry.path)
-                        objs.append(SourceObject(category_id(cls_dir.name), path.stem, path, "off", cls_dir.name,
-                                                 split, src.default_up("off")))
+                        key = (category_id(cls_dir.name), object_id(path.stem))
+                        if key in seen:  # the same name in train and test: the split keeps them apart
+                            key = (key[0], safe_id(f"{split}/{path.stem}"))
+                        seen.add(key)
+                        objs.append(SourceObject(*key, path, "off", category_name(cls_dir.name), split,
+                                                 src.default_up("off")))
         if not objs:
             raise CmaError(f"{root}: no <class>/train/*.off or <class>/test/*.off files (the ModelNet layout)")
         return cls(root, objs, up_axis=up_axis)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cma_builder.errors import CmaError
 from cma_builder.source.base import UNCATEGORIZED, SourceObject
-from cma_builder.source.files import FileCollection, category_id
+from cma_builder.source.files import FileCollection, category_id, category_name, object_id
 
 VERSIONED = "hf-objaverse-v1"
 LVIS = "lvis-annotations.json.gz"
@@ -40,11 +40,11 @@ class ObjaverseSource(FileCollection):
             if not group.is_dir() or not GROUP.match(group.name):
                 continue
             for entry in _scandir(Path(group.path)):
-                if entry.name.endswith(".glb") and entry.is_file():
+                if entry.name.endswith(".glb") and not entry.name.startswith(".") and entry.is_file():
                     uid = entry.name[:-4]
                     category = category_of.get(uid, UNCATEGORIZED)
-                    objs.append(SourceObject(category_id(category), uid, Path(entry.path), "glb", category, None,
-                                             src.default_up("glb")))
+                    objs.append(SourceObject(category_id(category), object_id(uid), Path(entry.path), "glb",
+                                             category_name(category), None, src.default_up("glb")))
         if not objs:
             raise CmaError(f"{base / 'glbs'}: no <000-XXX>/<uid>.glb files (nothing downloaded yet?)")
         return cls(root, objs, names, up_axis)
@@ -73,7 +73,7 @@ def _lvis(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         raise CmaError(f"{path}: not a readable gzipped JSON file ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise CmaError(f"{path}: expected {{category: [uid, ...]}}")
-    names = {category_id(name): name for name in data}
+    names = {category_id(name): category_name(name) for name in data}
     category_of = {uid: name for name, uids in data.items() for uid in uids if isinstance(uid, str)}
     return names, category_of
 

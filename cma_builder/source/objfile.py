@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cma_builder.paths import leads_outside
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -316,8 +318,13 @@ class MaterialRefs:
     problems: list[Problem] = field(default_factory=list)
 
 
-def inspect_materials(obj_dir: Path, mtllibs: list[str], used: list[str]) -> MaterialRefs:
-    """Read the MTL files an OBJ names (relative to ``obj_dir``) and check what they reference."""
+MTL_MAX_BYTES = 64 << 20  # an MTL larger than this is not read (real ones are kilobytes)
+
+
+def inspect_materials(obj_dir: Path, mtllibs: list[str], used: list[str], root: Path | None = None) -> MaterialRefs:
+    """Read the MTL files an OBJ names (relative to ``obj_dir``) and check what they reference.
+    MTL files and textures must lie inside ``root`` (the collection; error ``path_outside``): Blender's
+    importer would read them."""
     out = MaterialRefs()
     if not mtllibs:
         out.problems.append(warn("mtl_missing", "the OBJ names no mtllib"))
@@ -326,7 +333,16 @@ def inspect_materials(obj_dir: Path, mtllibs: list[str], used: list[str]) -> Mat
     read_any = False
     for name in mtllibs:
         path = obj_dir / name.replace("\\", "/")
+        if leads_outside(root, path):
+            out.problems.append(error("path_outside", f"mtllib {name} leads outside {root}"))
+            continue
         try:
+            if path.exists() and not path.is_file():
+                out.problems.append(warn("mtl_missing", f"{name} (named by mtllib) is not a regular file"))
+                continue
+            if path.exists() and path.stat().st_size > MTL_MAX_BYTES:
+                out.problems.append(warn("mtl_missing", f"{name} is larger than {MTL_MAX_BYTES >> 20} MiB; not read"))
+                continue
             text = path.read_text("utf-8", errors="replace")
         except FileNotFoundError:
             out.problems.append(warn("mtl_missing", f"{name} (named by mtllib) does not exist"))
@@ -343,7 +359,7 @@ def inspect_materials(obj_dir: Path, mtllibs: list[str], used: list[str]) -> Mat
                 out.problems.append(note("alpha_map", f"{tex} is an alpha (map_d) texture"))
             if tex not in out.textures:
                 out.textures.append(tex)
-                out.problems += _inspect_texture(obj_dir, statement, tex, out)
+                out.problems += _inspect_texture(obj_dir, statement, tex, out, root)
     out.n_materials = len(materials)
     undefined = [m for m in used if m not in materials]
     if undefined and read_any:
@@ -351,8 +367,11 @@ def inspect_materials(obj_dir: Path, mtllibs: list[str], used: list[str]) -> Mat
     return out
 
 
-def _inspect_texture(obj_dir: Path, statement: str, tex: str, refs: MaterialRefs) -> list[Problem]:
+def _inspect_texture(obj_dir: Path, statement: str, tex: str, refs: MaterialRefs,
+                     root: Path | None = None) -> list[Problem]:
     path = Path(os.path.normpath(obj_dir / tex.replace("\\", "/")))
+    if leads_outside(root, path):
+        return [error("path_outside", f"{tex} ({statement}) leads outside {root}")]
     if not path.is_file():
         refs.textures_missing.append(tex)
         return [warn("texture_missing", f"{tex} ({statement}) does not exist")]
@@ -367,8 +386,9 @@ def _inspect_texture(obj_dir: Path, statement: str, tex: str, refs: MaterialRefs
     return []
 
 
-def inspect_obj_file(path: Path):
-    """The FileInfo of an OBJ (any collection's): its records, its MTL files and their textures."""
+def inspect_obj_file(path: Path, root: Path | None = None):
+    """The FileInfo of an OBJ (any collection's): its records, its MTL files and their textures
+    (inside ``root``)."""
     from cma_builder.source.fileinfo import FileInfo
 
     try:
@@ -376,7 +396,7 @@ def inspect_obj_file(path: Path):
     except OSError as exc:
         return FileInfo(problems=[error("file_unreadable", exc.strerror or str(exc))])
     info = inspect_obj(data)
-    refs = inspect_materials(Path(path).parent, info.mtllibs, info.materials_used)
+    refs = inspect_materials(Path(path).parent, info.mtllibs, info.materials_used, root)
     return FileInfo(n_meshes=1 if info.n_faces else 0, n_vertices=info.n_vertices, n_triangles=info.n_triangles,
-                    n_materials=refs.n_materials, textures=refs.textures, textures_missing=refs.textures_missing,
+                    n_materials=refs.n_materials, n_transparent=refs.n_transparent, textures=refs.textures, textures_missing=refs.textures_missing,
                     problems=info.problems + refs.problems)

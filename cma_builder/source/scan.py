@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 from cma_builder.atomic import check_output_file, ensure_parent
 from cma_builder.errors import CmaError
 from cma_builder.progress import progress
-from cma_builder.source import Source, SourceObject, open_source
+from cma_builder.source import open_source
+from cma_builder.source.base import Source, SourceObject
 from cma_builder.source.manifest import ManifestRow, check_target, write_manifest
 from cma_builder.source.splits import SPLIT_NAMES, SplitSpec
 
@@ -91,7 +92,7 @@ def _init(source: Source) -> None:
     _SOURCE = source
 
 
-def _inspect_safely(job: tuple[SourceObject, str], source: Source | None = None) -> ManifestRow:
+def inspect_safely(job: tuple[SourceObject, str], source: Source | None = None) -> ManifestRow:
     obj, split = job
     try:
         return (source or _SOURCE).describe(obj, split)
@@ -137,10 +138,10 @@ def scan(path: str | os.PathLike, out: str | os.PathLike | None = None, categori
 
     pool = None
     if workers <= 1 or len(jobs) < PARALLEL_MIN_MODELS:
-        rows = (_inspect_safely(j, source) for j in jobs)
+        rows = (inspect_safely(j, source) for j in jobs)
     else:
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(source,))
-        rows = pool.map(_inspect_safely, jobs, chunksize=16)
+        rows = pool.map(inspect_safely, jobs, chunksize=16)
     try:
         if out is not None:
             manifest = write_manifest(counted(rows), ensure_parent(out), sort=False).resolve()

@@ -68,8 +68,11 @@ class ShapeNetTree:
 
     @staticmethod
     def looks_like(root: Path) -> bool:
+        """8-digit folders, one of the first holding <model>/models/model_normalized.obj (a folder of
+        date-named folders is not a ShapeNet tree)."""
         try:
-            return any(SYNSET_ID_RE.match(d.name) for d in _subdirs(root))
+            synsets = [d for d in _subdirs(root) if SYNSET_ID_RE.match(d.name)][:8]
+            return any((m / MODEL_OBJ).is_file() for d in synsets for m in _subdirs(d)[:20])
         except CmaError:
             return False
 
@@ -108,7 +111,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def inspect_model(ref: ModelRef, category: str, split: str) -> ManifestRow:
+def inspect_model(ref: ModelRef, category: str, split: str, root: Path | None = None) -> ManifestRow:
     """Build the manifest row of one model; defects become problems, never exceptions."""
     row = ManifestRow(model_id=ref.model_id, synset_id=ref.synset_id, category=category, split=split,
                       obj_path=str(ref.obj_path))
@@ -127,7 +130,7 @@ def inspect_model(ref: ModelRef, category: str, split: str) -> ManifestRow:
         info = inspect_obj(data)
         row.n_vertices, row.n_faces = info.n_vertices, info.n_faces
         problems += info.problems
-        refs = inspect_materials(ref.obj_path.parent, info.mtllibs, info.materials_used)
+        refs = inspect_materials(ref.obj_path.parent, info.mtllibs, info.materials_used, root)
         row.n_materials, row.n_transparent = refs.n_materials, refs.n_transparent
         row.textures, row.textures_missing = refs.textures, refs.textures_missing
         row.n_meshes, row.n_triangles = (1 if info.n_faces else 0), info.n_triangles
@@ -189,7 +192,7 @@ class ShapeNetSource:
 
     def describe(self, obj: SourceObject, split: str) -> ManifestRow:
         ref = ModelRef(obj.category_id, obj.object_id, obj.path.parent.parent)
-        return inspect_model(ref, obj.category, split)
+        return inspect_model(ref, obj.category, split, self.root)
 
     def summary_name(self) -> str:
         return f"ShapeNet root: {self.root}  (taxonomy: {self.tree.taxonomy.source})"

@@ -240,6 +240,17 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]},  # VEC3 texture coordinates: nothing may
                    {"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 0}}]}],  # be left for the next file
         "nodes": [{"mesh": 0, "scale": [3, 3, 3], "translation": [-1, -1, 0]}, {"mesh": 1}], "scenes": [{"nodes": [0, 1]}]})
+    glb_with(src / "good", "fan.glb", {"meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "mode": 6}]}]})
+    instances = struct.pack("<9f", 0, 0, 0, 2, 0, 0, 0, 0, 2)  # EXT_mesh_gpu_instancing: three copies
+    (src / "good" / "instanced.glb").write_bytes(glb_bytes({
+        "asset": {"version": "2.0"}, "extensionsUsed": ["EXT_mesh_gpu_instancing"], "scene": 0,
+        "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "extensions": {"EXT_mesh_gpu_instancing": {
+            "attributes": {"TRANSLATION": 1}}}}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+        "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0],
+                       "max": [1, 1, 0]}, {"bufferView": 1, "componentType": 5126, "count": 3, "type": "VEC3"}],
+        "bufferViews": [{"buffer": 0, "byteLength": 36}, {"buffer": 0, "byteOffset": 36, "byteLength": 36}],
+        "buffers": [{"byteLength": 72}]}, struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0) + instances))
     glb_with(src / "bad", "basisu.glb", {"extensionsUsed": ["KHR_texture_basisu"],
                                          "extensionsRequired": ["KHR_texture_basisu"]})
     glb_with(src / "bad", "points.glb", {"meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "mode": 0}]}]})
@@ -258,13 +269,17 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
     for name, reason in reasons.items():
         assert rows[name]["status"] == "skipped" and reason in rows[name]["error"], rows[name]
     assert {n for n, r in rows.items() if r["status"] == "done"} == {
-        "ball.off", "draco_box.glb", "cutout.glb", "blend.glb", "lines.glb", "notex.glb", "colours.ply"}
+        "ball.off", "draco_box.glb", "cutout.glb", "blend.glb", "lines.glb", "notex.glb", "colours.ply", "fan.glb",
+        "instanced.glb"}
     assert "texture_missing" in rows["notex.glb"]["warnings"] and "texture_fallback" in rows["notex.glb"]["warnings"]
     # the Draco mesh decoded by DracoPy (through trimesh). The image checks read the cut-out triangle's white
     # (the background through it) as blank and clipped, by design; both flat triangles are edge-on in two views.
     report = validate_source(tmp_path / "ds", src, "--threshold", "images.rgb_blank=0", "--threshold",
                              "images.saturated=1")
-    assert report["passed"] and report["objects_checked"] == 7, report["failures"][:3]
+    assert report["passed"] and report["objects_checked"] == 9, report["failures"][:3]
+    inst = load(tmp_path / "ds", rows["instanced.glb"])  # three triangles side by side, 2 apart along x and z
+    pts = inst["fused_points"][: int(inst["fused_point_count"])]
+    assert np.ptp(apply_transform(np.linalg.inv(inst["source_to_world"]), pts), axis=0)[0] > 2.5
     p99, a = source_distance(tmp_path / "ds", rows["draco_box.glb"])
     assert p99 < 1e-4
     cut, blend = load(tmp_path / "ds", rows["cutout.glb"]), load(tmp_path / "ds", rows["blend.glb"])

@@ -91,7 +91,7 @@ def test_safe_ids_are_safe_distinct_and_readable():
              "a/b", "a_b", "CON", "x\\y.obj"]
     ids = [safe_id(t) for t in texts]
     assert all(name_problem(i) is None for i in ids)
-    assert ids[0] == "chairs__ikea__a.obj"  # a plain relative path stays readable
+    assert ids[0] == "chairs__ikea__a.obj" == ids[1]  # a plain relative path stays readable (and may meet another)
     assert len(set(ids[2:])) == len(ids[2:])
     assert category_id("bow_(weapon)") == "bow_weapon" and category_id("chair") == "chair"
     assert name_problem(category_id("..")) is None and name_problem(category_id("/")) is None
@@ -200,3 +200,73 @@ def test_scan_of_every_real_asset_names_each_problem(real_assets, tmp_path):
     assert rows["rabbit.obj"].status == "warn" and any("mtl_missing" in p for p in rows["rabbit.obj"].problems)
     text = "\n".join(summary_lines(result))
     assert "folder collection" in text and "8 objects with errors" in text and "Manifest:" in text
+
+
+def test_names_from_the_collection_become_safe_distinct_ids(tmp_path):
+    """Ids and category names become index rows and file names: whatever the files are called."""
+    root = tmp_path / "meshes"
+    for rel in ("c/a/b.off", "c/a__b.off", "bad\\cat/x.off", "tab\tcat/y.off", "c/.hidden.off"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(CUBE_OFF)
+    objs = list(open_source(root).objects())
+    keys = [o.key for o in objs]
+    assert len(keys) == len(set(keys)) == 4  # the hidden file is skipped; a/b and a__b stay apart
+    assert all(name_problem(cid) is None and name_problem(oid) is None for cid, oid in keys)
+    assert all(name_problem(o.category) is None for o in objs)
+    mn = tmp_path / "mn"
+    for split in ("train", "test"):
+        (mn / "chair" / split).mkdir(parents=True)
+        (mn / "chair" / split / "chair_0001.off").write_text(CUBE_OFF)
+    (mn / "chair" / "train" / ".chair_0002.off").write_text(CUBE_OFF)
+    keys = [(o.key, o.split) for o in open_source(mn).objects()]
+    assert len(keys) == 2 and len({k for k, _ in keys}) == 2  # same name in train and test: two objects
+    ov = tmp_path / "ov" / "glbs" / "000-000"
+    ov.mkdir(parents=True)
+    for name in ("a\\b.glb", ".hidden.glb", "ok.glb"):
+        (ov / name).write_bytes(b"glTF")
+    ids = sorted(o.object_id for o in open_source(tmp_path / "ov").objects())
+    assert len(ids) == 2 and "ok" in ids and all(name_problem(i) is None for i in ids)
+
+
+def test_date_named_folders_are_a_folder_not_shapenet(tmp_path):
+    for day in ("20240101", "20240102"):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "m.off").write_text(CUBE_OFF)
+    assert open_source(tmp_path).layout == "folder"
+
+
+def test_references_outside_the_collection_are_refused_without_reading_them(tmp_path):
+    """An MTL, a texture or a glTF buffer a file names must lie inside the collection folder: the
+    scan refuses the object (path_outside) instead of letting the file pick what is read."""
+    outside = tmp_path / "outside.mtl"
+    outside.write_text("newmtl m\nKd 1 0 0\n")
+    root = tmp_path / "src"
+    (root / "c").mkdir(parents=True)
+    (root / "c" / "mtl.obj").write_text("mtllib ../../outside.mtl\n" + TRI_OBJ)
+    (root / "c" / "zero.obj").write_text("mtllib /dev/zero\n" + TRI_OBJ)
+    (root / "c" / "tex.mtl").write_text("newmtl m\nmap_Kd /etc/hostname\n")
+    (root / "c" / "tex.obj").write_text("mtllib tex.mtl\nusemtl m\n" + TRI_OBJ)
+    (root / "c" / "far.gltf").write_text(json.dumps({
+        "asset": {"version": "2.0"}, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+        "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3"}],
+        "bufferViews": [{"buffer": 0, "byteLength": 36}], "buffers": [{"byteLength": 36, "uri": "../../far.bin"}]}))
+    (tmp_path / "far.bin").write_bytes(bytes(36))
+    rows = {Path(r.obj_path).name: r for r in scan(root, show_progress=False).rows}
+    for name in ("mtl.obj", "zero.obj", "tex.obj", "far.gltf"):
+        assert rows[name].status == "error" and any(p.startswith("path_outside") for p in rows[name].problems), rows[name]
+
+
+def test_absurd_glTF_counts_and_faces_without_triangles_are_refused(tmp_path):
+    root = tmp_path / "src"
+    root.mkdir()
+    doc = {"asset": {"version": "2.0"}, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+           "accessors": [{"componentType": 5126, "count": 3_000_000_000, "type": "VEC3"}]}
+    (root / "absurd.gltf").write_text(json.dumps(doc))
+    (root / "lines.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+                                    "property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
+                                    "end_header\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n")
+    rows = {Path(r.obj_path).name: r for r in scan(root, show_progress=False).rows}
+    assert any(p.startswith("gltf_absurd_size") and "3000000000" in p for p in rows["absurd.gltf"].problems)
+    assert rows["lines.ply"].status == "error" and any(p.startswith("no_triangles") for p in rows["lines.ply"].problems)

@@ -1,11 +1,16 @@
-"""glTF skinning in numpy: the reference for skinned meshes in ``validate --source``.
+"""A glTF scene's triangles in numpy: the reference of ``validate --source`` where trimesh's
+reading differs from the glTF specification (and from what cma-build renders).
 
-trimesh places a skinned mesh by its node's transform and ignores the skin, which is not what
-the glTF specification (section 3.7.3) defines nor what cma-build renders: with no animation,
-each vertex is ``sum_k w_k * world(joint_k) @ inverseBind_k @ position`` with the joints' own
-node transforms. This module computes that, and places unskinned meshes by their node's world
-transform, for the whole default scene, in the file's own (+Y up) frame. Triangles only
-(modes 4, 5, 6); points and lines are left out, as at render.
+- Skins: trimesh places a skinned mesh by its node's transform and ignores the skin. The spec
+  (section 3.7.3) with no animation: each vertex is ``sum_k w_k world(joint_k) inverseBind_k
+  position`` with the joints' own node transforms.
+- Triangle fans (mode 6): trimesh 5.2 drops them.
+- ``EXT_mesh_gpu_instancing``: trimesh ignores it; each instance is the node's mesh placed by
+  ``world(node) @ T_i R_i S_i``.
+
+Unskinned meshes are placed by their node's world transform; the whole default scene, in the
+file's own (+Y up) frame. Triangles only (modes 4, 5, 6); points and lines are left out, as at
+render. Draco-compressed primitives are not read here (trimesh reads those files).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cma_builder.paths import inside
+from cma_builder.paths import leads_outside
 
 _DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
@@ -26,8 +31,9 @@ _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "M
 class GltfFile:
     """A glTF 2.0 file's JSON and buffers (GLB BIN chunk, side files next to it, data URIs)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, buffers: bool = True, root: str | Path | None = None):
         path = Path(path)
+        self.root = Path(root) if root is not None else path.parent  # side files must lie inside it
         data = path.read_bytes()
         self.bin = b""
         if data[:4] == b"glTF":
@@ -38,7 +44,7 @@ class GltfFile:
                 self.bin = data[rest + 8:rest + 8 + struct.unpack_from("<I", data, rest)[0]]
         else:
             self.json = json.loads(data)
-        self.buffers = [self._buffer(path.parent, b) for b in self.json.get("buffers", [])]
+        self.buffers = [self._buffer(path.parent, b) for b in self.json.get("buffers", [])] if buffers else []
 
     def _buffer(self, folder: Path, buf: dict) -> bytes:
         uri = buf.get("uri")
@@ -48,7 +54,10 @@ class GltfFile:
             return base64.b64decode(uri.split(",", 1)[1])
         from urllib.parse import unquote
 
-        return inside(folder, unquote(uri)).read_bytes()  # never a file outside the asset's folder
+        side = folder / unquote(uri)
+        if leads_outside(self.root, side):
+            raise ValueError(f"buffer '{uri[:80]}' leads outside {self.root}")
+        return side.read_bytes()
 
     def accessor(self, index: int) -> np.ndarray:
         """Accessor ``index`` as a (count, width) array (float64 when normalized), sparse applied."""
@@ -104,6 +113,19 @@ def node_worlds(nodes: list[dict]) -> list[np.ndarray]:
     return [world(i) for i in range(len(nodes))]
 
 
+def _instances(f: GltfFile, node: dict) -> list[np.ndarray]:
+    """The local matrices of a node's EXT_mesh_gpu_instancing instances (identity without it)."""
+    ext = node.get("extensions", {}).get(INSTANCING)
+    if not ext:
+        return [np.eye(4)]
+    attrs = ext.get("attributes", {})
+    n = f.json["accessors"][next(iter(attrs.values()))]["count"]
+    t = f.accessor(attrs["TRANSLATION"]).astype(np.float64) if "TRANSLATION" in attrs else np.zeros((n, 3))
+    r = f.accessor(attrs["ROTATION"]).astype(np.float64) if "ROTATION" in attrs else np.tile([0.0, 0, 0, 1], (n, 1))
+    s = f.accessor(attrs["SCALE"]).astype(np.float64) if "SCALE" in attrs else np.ones((n, 3))
+    return [node_local({"translation": t[k], "rotation": r[k], "scale": s[k]}) for k in range(n)]
+
+
 def _triangles(mode: int, idx: np.ndarray) -> np.ndarray:
     if mode == 4:
         return idx[: len(idx) // 3 * 3].reshape(-1, 3)
@@ -115,14 +137,20 @@ def _triangles(mode: int, idx: np.ndarray) -> np.ndarray:
     return np.stack([np.full(len(k), idx[0]), idx[k + 1], idx[k + 2]], 1)  # fan
 
 
-def has_skins(path: str | Path) -> bool:
-    """Whether a glTF/GLB file holds skins (read from its JSON only)."""
-    return bool(GltfFile(path).json.get("skins"))
+INSTANCING = "EXT_mesh_gpu_instancing"
 
 
-def scene_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices, triangles) of the default scene, skinned meshes skinned in the nodes' own pose."""
-    f = GltfFile(path)
+def needs_reference(path: str | Path) -> bool:
+    """Whether trimesh would read this glTF/GLB otherwise than the spec: skins, fans, instancing."""
+    j = GltfFile(path, buffers=False).json
+    fans = any(p.get("mode", 4) == 6 for m in j.get("meshes", []) for p in m.get("primitives", []))
+    return bool(j.get("skins")) or fans or INSTANCING in j.get("extensionsUsed", [])
+
+
+def scene_mesh(path: str | Path, root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, triangles) of the default scene, skinned meshes skinned in the nodes' own pose.
+    Side files (``.bin`` buffers) must lie inside ``root`` (default: the file's folder)."""
+    f = GltfFile(path, root=root)
     j = f.json
     nodes = j.get("nodes", [])
     worlds = node_worlds(nodes)
@@ -164,12 +192,14 @@ def scene_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 w = w / np.where(w.sum(1, keepdims=True) > 0, w.sum(1, keepdims=True), 1.0)
                 m = np.einsum("vk,vkij->vij", w, joints[jidx])
                 v = np.einsum("vij,vj->vi", m[:, :3, :3], v) + m[:, :3, 3]
+                places = [np.eye(4)]
             else:
-                v = v @ worlds[i][:3, :3].T + worlds[i][:3, 3]
+                places = [worlds[i] @ m for m in _instances(f, node)]
             t = _triangles(mode, idx)
-            verts.append(v)
-            tris.append(t + offset)
-            offset += len(v)
+            for m in places:
+                verts.append(v @ m[:3, :3].T + m[:3, 3])
+                tris.append(t + offset)
+                offset += len(v)
     if not verts:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
     return np.concatenate(verts), np.concatenate(tris)
