@@ -295,10 +295,8 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
     assert ((ply[:, 0] > ply[:, 2] + 60)).any() and ((ply[:, 2] > ply[:, 0] + 60)).any()  # red and blue corners
 
 
-def test_up_axis_override_is_recorded_and_used(real_assets, tmp_path):
-    modelnet_layout(tmp_path / "mn")
-    link(real_assets / "mesh" / "teapot.stl", tmp_path / "mn" / "teapot" / "train" / "teapot_0001.off")
-    (tmp_path / "mn" / "teapot" / "train" / "teapot_0001.off").unlink()  # keep the layout to OFF cubes
+def test_up_axis_override_is_recorded_and_used(tmp_path):
+    modelnet_layout(tmp_path / "mn")  # OFF files: +z up by default
     proc = render_source(tmp_path / "mn", tmp_path / "ds", "--up-axis", "y", "--categories", "chair", "--limit", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     row = index_rows(tmp_path / "ds")[0]
