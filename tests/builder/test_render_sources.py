@@ -209,7 +209,8 @@ def glb_with(tmp: Path, name: str, doc_changes: dict) -> Path:
 def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_assets, tmp_path):
     """Broken files are skipped with their reason while the rest render; a Draco mesh renders and
     validates; transparent surfaces (alpha mask cut-out, alpha blend) are geometry: in the mask, the
-    depth and the points (validate --source's ray casting agrees), while the RGB shows through them."""
+    depth and the points (validate --source's ray casting agrees), while the RGB shows through them;
+    unlit and emissive materials, vertex colours, a missing texture, fans and GPU instancing."""
     src = tmp_path / "src"
     (src / "bad").mkdir(parents=True)
     (src / "good").mkdir()
@@ -240,6 +241,12 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]},  # VEC3 texture coordinates: nothing may
                    {"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 0}}]}],  # be left for the next file
         "nodes": [{"mesh": 0, "scale": [3, 3, 3], "translation": [-1, -1, 0]}, {"mesh": 1}], "scenes": [{"nodes": [0, 1]}]})
+    glb_with(src / "good", "unlit.glb", {**quad, "extensionsUsed": ["KHR_materials_unlit"], "materials": [{
+        "pbrMetallicRoughness": {"baseColorFactor": [0.8, 0.1, 0.1, 1]}, "doubleSided": True,
+        "extensions": {"KHR_materials_unlit": {}}}]})
+    glb_with(src / "good", "emissive.glb", {**quad, "materials": [{
+        "pbrMetallicRoughness": {"baseColorFactor": [0, 0, 0, 1]}, "emissiveFactor": [0.1, 0.8, 0.1],
+        "doubleSided": True}]})
     glb_with(src / "good", "fan.glb", {"meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "mode": 6}]}]})
     instances = struct.pack("<9f", 0, 0, 0, 2, 0, 0, 0, 0, 2)  # EXT_mesh_gpu_instancing: three copies
     (src / "good" / "instanced.glb").write_bytes(glb_bytes({
@@ -270,13 +277,13 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
         assert rows[name]["status"] == "skipped" and reason in rows[name]["error"], rows[name]
     assert {n for n, r in rows.items() if r["status"] == "done"} == {
         "ball.off", "draco_box.glb", "cutout.glb", "blend.glb", "lines.glb", "notex.glb", "colours.ply", "fan.glb",
-        "instanced.glb"}
+        "instanced.glb", "unlit.glb", "emissive.glb"}
     assert "texture_missing" in rows["notex.glb"]["warnings"] and "texture_fallback" in rows["notex.glb"]["warnings"]
     # the Draco mesh decoded by DracoPy (through trimesh). The image checks read the cut-out triangle's white
     # (the background through it) as blank and clipped, by design; both flat triangles are edge-on in two views.
     report = validate_source(tmp_path / "ds", src, "--threshold", "images.rgb_blank=0", "--threshold",
                              "images.saturated=1")
-    assert report["passed"] and report["objects_checked"] == 9, report["failures"][:3]
+    assert report["passed"] and report["objects_checked"] == 11, report["failures"][:3]
     inst = load(tmp_path / "ds", rows["instanced.glb"])  # three triangles side by side, 2 apart along x and z
     pts = inst["fused_points"][: int(inst["fused_point_count"])]
     assert np.ptp(apply_transform(np.linalg.inv(inst["source_to_world"]), pts), axis=0)[0] > 2.5
@@ -290,6 +297,12 @@ def test_broken_files_fail_alone_with_a_reason_draco_and_transparency(real_asset
     grey = load(tmp_path / "ds", rows["notex.glb"])
     grey = grey["rgb"][grey["mask"]].astype(int)
     assert np.abs(grey[:, 0] - grey[:, 2]).max() <= 2 and np.abs(grey[:, 0] - grey[:, 1]).max() <= 2
+    for name, channel in (("unlit.glb", 0), ("emissive.glb", 1)):  # the file's colour whatever the light rig does
+        c = load(tmp_path / "ds", rows[name])
+        c = c["rgb"][c["mask"]].astype(int)
+        others = [k for k in range(3) if k != channel]
+        assert (np.median(c[:, channel]) > np.median(c[:, others], axis=0) + 80).all(), (name, np.median(c, axis=0))
+        assert c[:, channel].std() < 12, name  # flat: not shaded by the suns
     ply = load(tmp_path / "ds", rows["colours.ply"])
     ply = ply["rgb"][ply["mask"]].astype(int)
     assert ((ply[:, 0] > ply[:, 2] + 60)).any() and ((ply[:, 2] > ply[:, 0] + 60)).any()  # red and blue corners
