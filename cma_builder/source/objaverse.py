@@ -1,7 +1,8 @@
 """Objaverse 1.0 as downloaded: ``hf-objaverse-v1/glbs/<000-XXX>/<uid>.glb``.
 
 The objects are the ``.glb`` files on disk (a partial download is the usual case); the id is the
-uid (the file name). ``hf-objaverse-v1/lvis-annotations.json.gz`` ({category: [uid, ...]}), when
+uid (the file name). ``object-paths.json.gz``, when present, is only counted (read as a stream) so
+the scan can say how much of the collection is downloaded. ``hf-objaverse-v1/lvis-annotations.json.gz`` ({category: [uid, ...]}), when
 present, gives the categories (every LVIS category is a label, downloaded or not); objects outside
 it are ``uncategorized``. The root may be the folder holding ``hf-objaverse-v1`` or that folder.
 glTF is +Y up by its specification.
@@ -21,6 +22,7 @@ from cma_builder.source.files import FileCollection, category_id, category_name,
 
 VERSIONED = "hf-objaverse-v1"
 LVIS = "lvis-annotations.json.gz"
+PATHS = "object-paths.json.gz"
 GROUP = re.compile(r"^\d{3}-\d{3}$")
 
 
@@ -47,7 +49,16 @@ class ObjaverseSource(FileCollection):
                                              category_name(category), None, src.default_up("glb")))
         if not objs:
             raise CmaError(f"{base / 'glbs'}: no <000-XXX>/<uid>.glb files (nothing downloaded yet?)")
-        return cls(root, objs, names, up_axis)
+        src = cls(root, objs, names, up_axis)
+        src.listed = _count_listed(base / PATHS)
+        return src
+
+    listed: int | None = None  # entries of object-paths.json.gz
+
+    def summary_name(self) -> str:
+        have = sum(1 for _ in self.objects())
+        of = f"; {have} of the {self.listed} objects object-paths.json.gz lists are here" if self.listed else ""
+        return f"objaverse collection: {self.root}{of}"
 
     @staticmethod
     def looks_like(root: Path) -> bool:
@@ -60,6 +71,23 @@ def _base(root: Path) -> Path | None:
         if any(e.is_dir() and GROUP.match(e.name) for e in _scandir(base / "glbs")):
             return base
     return None
+
+
+def _count_listed(path: Path) -> int | None:
+    """The entries of object-paths.json.gz ({uid: "glbs/000-XXX/<uid>.glb"}), counted in a stream of
+    1 MiB blocks (the full index has 800k entries); None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    count, tail = 0, b""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                text = tail + block
+                count += text.count(b'.glb"')
+                tail = text[-4:]
+    except (OSError, EOFError):
+        return None
+    return count
 
 
 def _lvis(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -44,6 +44,7 @@ def objaverse_layout(root: Path, glbs: list[Path], lvis: dict[str, list[str]] | 
         link(glb, base / "glbs" / f"000-{i % 2:03d}" / f"{uid}.glb")
         uids.append(uid)
     paths = {u: f"glbs/000-{i % 2:03d}/{u}.glb" for i, u in enumerate(uids)}
+    paths["ff" * 16] = "glbs/000-009/" + "ff" * 16 + ".glb"  # listed, not downloaded
     with gzip.open(base / "object-paths.json.gz", "wt") as fh:
         json.dump(paths, fh)
     if lvis is not None:
@@ -147,6 +148,7 @@ def test_objaverse_layout_uids_and_lvis_categories(real_assets, tmp_path):
         assert objs[uids[2]].category_id == "uncategorized" and objs[uids[4]].category_id == "uncategorized"
         assert {o.fmt for o in objs.values()} == {"glb"} and {o.up_axis for o in objs.values()} == {"+y"}
         assert src.categories() == [("bow_weapon", "bow_(weapon)"), ("duck", "duck"), ("uncategorized", "uncategorized")]
+    assert src.summary_name().endswith("5 of the 6 objects object-paths.json.gz lists are here")
     (tmp_path / "objaverse" / "hf-objaverse-v1" / "lvis-annotations.json.gz").write_bytes(b"not gzip")
     with pytest.raises(CmaError, match="lvis-annotations.json.gz: not a readable gzipped JSON"):
         open_source(tmp_path / "objaverse")
