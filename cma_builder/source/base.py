@@ -124,8 +124,12 @@ def safe_id(text: str) -> str:
     clean = "__".join(_UNSAFE_CHARS.sub("_", p) for p in parts).lstrip(".")
     if clean and clean == "__".join(parts) and len(clean) <= MAX_ID:
         return clean
-    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{(clean or 'object')[:MAX_ID - 9]}-{digest}"
+    return hashed(clean or "object", text)
+
+
+def hashed(name: str, text: str) -> str:
+    """``name`` (cut to fit MAX_ID) + '-' + 8 hex digits of ``text``'s SHA-1: an id that tells texts apart."""
+    return f"{name[:MAX_ID - 9]}-{hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:

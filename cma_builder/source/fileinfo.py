@@ -33,6 +33,15 @@ class FileInfo:
     problems: list[Problem] = field(default_factory=list)
 
 
+class FileDefect(Exception):
+    """A defect that makes a file unusable, raised inside an inspector or reader: ``code`` (the
+    manifest's problem code) and a one-line ``detail``; inspectors turn it into an error Problem."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
 def format_of(path: str | Path) -> str | None:
     """The format a file name says (case-insensitive suffix), or None."""
     return SUFFIXES.get(Path(path).suffix.lower())

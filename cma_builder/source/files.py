@@ -7,7 +7,6 @@ manifest row from any supported file without Blender.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Iterable, Iterator
 
 from cma_builder.errors import CmaError
 from cma_builder.paths import name_problem
-from cma_builder.source.base import DEFAULT_UP, SourceObject, safe_id, sha256_file
+from cma_builder.source.base import DEFAULT_UP, SourceObject, hashed, safe_id, sha256_file
 from cma_builder.source.fileinfo import SUFFIXES, inspect_file
 from cma_builder.source.manifest import ManifestRow
 from cma_builder.source.objfile import Problem, error
@@ -27,7 +26,7 @@ def category_id(name: str) -> str:
     """A category name as a safe id: runs of other characters than letters, digits and ``._+-``
     become '_' ('bow_(weapon)' -> 'bow_weapon'); nothing left gives 'category-<sha1>'."""
     out = re.sub("_+", "_", _UNSAFE_CATEGORY.sub("_", name)).strip("_").lstrip(".")
-    return out[:120] if out else "category-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return out[:120] if out else hashed("category", name)
 
 
 def category_name(name: str) -> str:

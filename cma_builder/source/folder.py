@@ -7,11 +7,10 @@ made a safe id (``chairs/ikea/a.obj`` -> ``chairs__ikea__a.obj``); the split is 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from cma_builder.errors import CmaError
-from cma_builder.source.base import MAX_ID, UNCATEGORIZED, SourceObject, safe_id
+from cma_builder.source.base import UNCATEGORIZED, SourceObject, hashed, safe_id
 from cma_builder.source.fileinfo import format_of
 from cma_builder.source.files import FileCollection, category_id, category_name, mesh_files
 
@@ -28,7 +27,7 @@ class FolderSource(FileCollection):
             category = rel.parts[0] if len(rel.parts) > 1 else UNCATEGORIZED
             oid = safe_id(rel.as_posix())
             if (category_id(category), oid) in seen:  # 'a/b.obj' and a file named 'a__b.obj': keep both apart
-                oid = f"{oid[:MAX_ID - 9]}-{hashlib.sha1(rel.as_posix().encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+                oid = hashed(oid, rel.as_posix())
             seen.add((category_id(category), oid))
             fmt = format_of(path)
             objs.append(SourceObject(category_id(category), oid, path, fmt, category_name(category), None,

@@ -30,19 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cma_builder.source.fileinfo import FileInfo
+from cma_builder.source.fileinfo import FileDefect, FileInfo
 from cma_builder.source.objfile import Problem, error, note, numbers
 
 _KEYWORD = re.compile(rb"((?:ST|[CN4n])*)OFF(\d*)")  # [ST][C][N][4][n]OFF, counts may follow at once
 _INT = re.compile(rb"[+-]?\d+")
 
 
-class OffError(Exception):
+class OffError(FileDefect):
     """A defect that makes an OFF file unusable: ``code`` (``off_*``) and a one-line ``detail``."""
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from cma_builder.source.fileinfo import FileInfo
+from cma_builder.source.fileinfo import FileDefect, FileInfo
 from cma_builder.source.objfile import Problem, error, note, warn
 
 FULL_READ_MAX = 64 * 2**20  # PLY bodies up to this size are read to count triangles
@@ -37,12 +37,6 @@ _END_HEADER = re.compile(rb"^end_header[ \t]*(?:\r?\n|\Z)", re.M)
 _INT = re.compile(rb"[+-]?\d+")
 _INDEX_LISTS = ("vertex_indices", "vertex_index")
 _STL_RECORD = np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
-
-
-class _Defect(Exception):
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
 
 
 @dataclass
@@ -92,8 +86,8 @@ def _read_header(fh: BinaryIO) -> tuple[bytes, int]:
         if match and (match.end() < len(head) or not chunk):  # its line end may be in the next chunk
             return head[: match.start()], match.end()
         if not chunk:
-            raise _Defect("ply_no_end_header", f"the header ({len(head)} bytes) has no end_header line")
-    raise _Defect("ply_no_end_header", f"no end_header line in the first {HEADER_MAX} bytes")
+            raise FileDefect("ply_no_end_header", f"the header ({len(head)} bytes) has no end_header line")
+    raise FileDefect("ply_no_end_header", f"no end_header line in the first {HEADER_MAX} bytes")
 
 
 def _property(tokens: list[bytes], line: bytes) -> _Property:
@@ -101,7 +95,7 @@ def _property(tokens: list[bytes], line: bytes) -> _Property:
     types = tokens[2:4] if is_list else tokens[1:2]
     if len(tokens) != 3 + 2 * is_list or any(t not in _PLY_TYPES for t in types) or \
             (is_list and _PLY_TYPES[tokens[2]][0] == "f"):  # a list's length must be an integer
-        raise _Defect("ply_bad_header", f"bad property line '{_short(line)}'")
+        raise FileDefect("ply_bad_header", f"bad property line '{_short(line)}'")
     name = tokens[-1].decode("utf-8", "replace")
     if is_list:
         return _Property(name, _PLY_TYPES[tokens[3]], _PLY_TYPES[tokens[2]])
@@ -120,18 +114,18 @@ def _parse_header(text: bytes, size: int) -> _PlyHeader:
                 textures.append(line.split(None, 2)[2].decode("utf-8", "replace"))
         elif tokens[0] == b"format":
             if len(tokens) != 3 or tokens[1] not in _PLY_FORMATS:
-                raise _Defect("ply_bad_format", f"unknown format line '{_short(line)}'")
+                raise FileDefect("ply_bad_format", f"unknown format line '{_short(line)}'")
             order = _PLY_FORMATS[tokens[1]]
         elif tokens[0] == b"element":
             if len(tokens) != 3 or not _INT.fullmatch(tokens[2]) or int(tokens[2]) < 0:
-                raise _Defect("ply_bad_header", f"bad element line '{_short(line)}'")
+                raise FileDefect("ply_bad_header", f"bad element line '{_short(line)}'")
             elements.append(_Element(tokens[1].decode("utf-8", "replace"), int(tokens[2]), []))
         elif tokens[0] == b"property" and elements:
             elements[-1].properties.append(_property(tokens, line))
         else:
-            raise _Defect("ply_bad_header", f"unexpected header line '{_short(line)}'")
+            raise FileDefect("ply_bad_header", f"unexpected header line '{_short(line)}'")
     if order is None:
-        raise _Defect("ply_bad_format", "the header has no format line")
+        raise FileDefect("ply_bad_format", "the header has no format line")
     return _PlyHeader(order, elements, textures, size)
 
 
@@ -139,13 +133,13 @@ def _faces_element(header: _PlyHeader) -> tuple[_Element, int]:
     """The face element and the position of its index list among its properties."""
     vertex = next((e for e in header.elements if e.name == "vertex"), None)
     if vertex is None or vertex.count == 0:
-        raise _Defect("ply_no_vertices", "the header declares no vertex element" if vertex is None else "0 vertices")
+        raise FileDefect("ply_no_vertices", "the header declares no vertex element" if vertex is None else "0 vertices")
     face = next((e for e in header.elements if e.name == "face"), None)
     if face is None or face.count == 0:
-        raise _Defect("ply_no_faces", f"{vertex.count} vertices and no faces (a point set)")
+        raise FileDefect("ply_no_faces", f"{vertex.count} vertices and no faces (a point set)")
     where = next((i for i, p in enumerate(face.properties) if p.name in _INDEX_LISTS and p.count_dtype), None)
     if where is None:
-        raise _Defect("ply_no_faces", "the face element has no vertex_indices list")
+        raise FileDefect("ply_no_faces", "the face element has no vertex_indices list")
     return face, where
 
 
@@ -158,7 +152,7 @@ def _check_size(header: _PlyHeader, body: int) -> None:
     binary = bool(header.order)
     need = sum(e.count * e.min_size(binary) for e in header.elements)
     if need > body:
-        raise _Defect("ply_truncated", f"header declares {_declared(header)} (at least {need} bytes); the file "
+        raise FileDefect("ply_truncated", f"header declares {_declared(header)} (at least {need} bytes); the file "
                                        f"holds {body} bytes after the header")
 
 
@@ -179,10 +173,10 @@ def _record(body: bytes, pos: int, steps: list[_Step], element: _Element, k: int
             pos += size
             continue
         if pos + count.size > len(body):
-            raise _Defect("ply_truncated", f"the body ends inside {element.name} {k} of {element.count}")
+            raise FileDefect("ply_truncated", f"the body ends inside {element.name} {k} of {element.count}")
         n = count.unpack_from(body, pos)[0]
         if n < 0:
-            raise _Defect("ply_malformed", f"{element.name} {k} has a list of length {n}")
+            raise FileDefect("ply_malformed", f"{element.name} {k} has a list of length {n}")
         offsets.append(pos)
         lengths.append(n)
         pos += count.size + n * size
@@ -205,7 +199,7 @@ def _list_lengths(body: bytes, pos: int, element: _Element, order: str) -> tuple
     for k in range(count):
         _, lengths[k], pos = _record(body, pos, steps, element, k)
     if pos > len(body):
-        raise _Defect("ply_truncated", f"the body ends inside the last {element.name}")
+        raise FileDefect("ply_truncated", f"the body ends inside the last {element.name}")
     return lengths, pos
 
 
@@ -223,13 +217,13 @@ def _single_list_lengths(body: bytes, pos: int, element: _Element, steps: list[_
             lengths.append(n)
             pos += fixed + n * item
     except (IndexError, struct.error):
-        raise _Defect("ply_truncated", f"the body ends inside {element.name} {k} of {element.count}") from None
+        raise FileDefect("ply_truncated", f"the body ends inside {element.name} {k} of {element.count}") from None
     out = np.array(lengths, np.int64)[:, None]
     if out.min() < 0:
         k = int(np.argmin(out))
-        raise _Defect("ply_malformed", f"{element.name} {k} has a list of length {out[k, 0]}")
+        raise FileDefect("ply_malformed", f"{element.name} {k} has a list of length {out[k, 0]}")
     if pos > len(body):
-        raise _Defect("ply_truncated", f"the body ends inside the last {element.name}")
+        raise FileDefect("ply_truncated", f"the body ends inside the last {element.name}")
     return out, pos
 
 
@@ -245,7 +239,7 @@ def _binary_face_sizes(body: bytes, header: _PlyHeader, face: _Element, where: i
             if element is face:
                 sizes = lengths[:, column]
         if pos > len(body):
-            raise _Defect("ply_truncated", f"the body ends inside the {element.name} elements")
+            raise FileDefect("ply_truncated", f"the body ends inside the {element.name} elements")
     return sizes, pos
 
 
@@ -254,14 +248,14 @@ def _ascii_face_sizes(body: bytes, header: _PlyHeader, face: _Element, where: in
     lines = [s for s in map(bytes.strip, body.splitlines()) if s]
     first = sum(e.count for e in header.elements[: header.elements.index(face)])
     if len(lines) < first + face.count:
-        raise _Defect("ply_truncated", f"header declares {_declared(header)}; the body holds {len(lines)} lines")
+        raise FileDefect("ply_truncated", f"header declares {_declared(header)}; the body holds {len(lines)} lines")
     face_lines = lines[first: first + face.count]
     try:
         sizes = np.array([line.split(None, where + 1)[where] for line in face_lines]).astype(np.int64)
     except (IndexError, ValueError):
-        raise _Defect("ply_malformed", "a face line does not begin with its corner count") from None
+        raise FileDefect("ply_malformed", "a face line does not begin with its corner count") from None
     if len(face_lines[-1].split()) < where + 1 + sizes[-1]:  # where a cut file ends
-        raise _Defect("ply_truncated", f"the last face line is cut short: '{_short(face_lines[-1])}'")
+        raise FileDefect("ply_truncated", f"the last face line is cut short: '{_short(face_lines[-1])}'")
     return sizes, len(lines)
 
 
@@ -302,7 +296,7 @@ def inspect_ply(path: str | Path) -> FileInfo:
             n_triangles, problems = _ply_counts(fh, header, size)
     except OSError as exc:
         return FileInfo(problems=[error("file_unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")])
-    except _Defect as exc:
+    except FileDefect as exc:
         return FileInfo(problems=[error(exc.code, exc.detail)])
     vertex = next(e for e in header.elements if e.name == "vertex")
     names = {p.name for p in vertex.properties}
