@@ -173,7 +173,7 @@ def contact_sheet(a: dict[str, np.ndarray], obj: ObjectRef, reader: DatasetReade
     layout["panels"]["cloud"] = boxes
     y += CLOUD + 8
     guide = text_image([
-        "How to read: depth in OBJ units (blue near, red far; white = no surface). points: the fused points that the "
+        "How to read: depth in dataset units (the OBJ's for ShapeNet; blue near, red far; white = no surface). points: the fused points that the "
         "stored fused_visible flags call visible in",
         "that view, projected with the stored K and world_to_cam and colored by camera depth on a gray copy of the RGB. "
         "They must cover the object and nothing else;",

@@ -183,7 +183,7 @@ def summary_lines(result: ScanResult, max_problems: int = 20) -> list[str]:
     if not t.errors and not t.warnings:
         lines.append("Problems: none")
     else:
-        lines.append(f"Problems: {t.errors} objects with errors, {t.warnings} with warnings "
+        lines.append(f"Problems: {t.errors} object{'s' * (t.errors != 1)} with errors, {t.warnings} with warnings "
                      f"({', '.join(f'{c} x{n}' for c, n in t.codes.most_common())})")
         ordered = sorted(t.bad, key=lambda r: (r.status != "error", r.synset_id, r.model_id))
         for r in ordered[:max_problems]:
