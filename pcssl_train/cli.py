@@ -14,6 +14,8 @@ Examples:
   torchrun --nproc_per_node 4 -m pcssl_train.cli pretrain --method vasp --data shapenet-cma
   pcssl-train export runs/point-mae
   pcssl-train eval runs/point-mae --protocol svm --benchmark modelnet40 --root ~/data/modelnet40_ply_hdf5_2048
+  pcssl-train eval runs/point-mae -p svm -r ~/data/modelnet40_normal_resampled --svm-protocol recon
+  pcssl-train report runs/point-mae --modelnet40 ~/data/modelnet40_normal_resampled --folds ~/data/ModelNetFewshot -o rep
   pcssl-train benchmark --out out/benchmark
 """
 
@@ -148,7 +150,9 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--method", "-m", cls=MethodsOption, help="{methods} (or from --config).")
-@click.option("--data", "-d", required=True, type=click.Path(path_type=Path), help="A cma-build dataset folder.")
+@click.option("--data", "-d", required=True, type=click.Path(path_type=Path),
+              help="A cma-build dataset folder; for point-only methods also a ShapeNet-55 folder (shapenet_pc/ + "
+                   "ShapeNet-55/train.txt, the official Point-MAE data) or a ModelNet folder (normal_resampled or h5).")
 @click.option("--config", "-c", help="YAML file, or a bundled config name (e.g. point-mae-tiny); merged over the "
                                      "method's published defaults.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Run folder [runs/METHOD]. An existing run resumes.")
@@ -174,6 +178,8 @@ def pretrain(method, data, config, out, overrides, init, device, progress) -> No
       pcssl-train pretrain -c point-mae-tiny -d out/demo/dataset -o runs/smoke --set optim.epochs=2
       pcssl-train pretrain -m crossalignnet -d shapenet-cma -o runs/can --set model.image_mask=random
       pcssl-train pretrain -m crossalignnet -d shapenet-cma -o runs/can-init --init Point-MAE/pretrain.pth
+      pcssl-train pretrain -m point-mae -d data/ShapeNet55-34 -o runs/point-mae-sn55     # the official data
+      pcssl-train pretrain -m point-mae -d data/modelnet40_normal_resampled -o runs/pm-mn40 # in-domain
     """
     from .engine.config import load_config
     from .engine.trainer import pretrain as run_pretrain
@@ -236,10 +242,18 @@ PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
 @click.option("--protocol", "-p", type=click.Choice(PROTOCOLS), required=True,
               help="svm: linear SVM on frozen features; fewshot: N-way K-shot on frozen features; finetune: "
                    "classification fine-tuning (Point-MAE recipe, voting); partseg: part segmentation fine-tuning.")
-@click.option("--benchmark", "-b", type=click.Choice(["modelnet40", "scanobjectnn", "shapenetpart", "cma"]),
-              required=True, help="Which dataset format ROOT holds.")
-@click.option("--root", "-r", required=True, type=click.Path(path_type=Path),
-              help="The benchmark's folder on disk (never downloaded), or a cma-build dataset for 'cma'.")
+@click.option("--benchmark", "-b", type=click.Choice(["modelnet40", "modelnet10", "scanobjectnn", "shapenetpart", "cma"]),
+              default="modelnet40", show_default=True, help="Which dataset format ROOT holds.")
+@click.option("--root", "-r", type=click.Path(path_type=Path),
+              help="The benchmark's folder on disk (never downloaded; ModelNet: modelnet40_normal_resampled or "
+                   "modelnet40_ply_hdf5_2048), or a cma-build dataset for 'cma'. Not needed with --folds.")
+@click.option("--svm-protocol", type=click.Choice(["cv", "recon", "point-m2ae", "crosspoint"]), default="cv",
+              show_default=True, help="svm: cv = C chosen on val / CV (ours); recon, point-m2ae, crosspoint = that "
+                                      "paper's official SVM, C, sampling and feature (docs/EVALUATION.md).")
+@click.option("--sampling", type=click.Choice(["fps", "first"]), help="ModelNet / ScanObjectNN: how clouds are cut to "
+              "--points [the preset's; cv: fps for normal_resampled, first for h5].")
+@click.option("--folds", type=click.Path(path_type=Path), help="fewshot: the official folds (ModelNetFewshot/, "
+              "<w>way_<s>shot/<fold>.pkl); mean ± std over them.")
 @click.option("--variant", help="ScanObjectNN: obj_bg, obj_only or pb_t50_rs.")
 @click.option("--points", type=int, callback=AT_LEAST_1, help="Points per cloud [1024; ScanObjectNN and ShapeNetPart 2048].")
 @click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random init (the baseline).")
@@ -257,8 +271,8 @@ PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars [default: only when stderr is a terminal].")
 @guarded
-def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, epoch, ways, shots, trials, epochs,
-             batch_size, seed, out, device, progress) -> None:
+def evaluate(encoder, protocol, benchmark, root, svm_protocol, sampling, folds, variant, points, random_init, epoch,
+             ways, shots, trials, epochs, batch_size, seed, out, device, progress) -> None:
     """Score a pretrained encoder by a downstream protocol: an export, a run folder, a run checkpoint, or an
     official Point-MAE checkpoint (pretrain.pth or a fine-tuned one; read with weights_only=True).
 
@@ -271,6 +285,9 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
     \b
     Example:
       pcssl-train eval runs/point-mae -p svm -b modelnet40 -r ~/data/modelnet40_ply_hdf5_2048
+      pcssl-train eval runs/point-mae -p svm -r ~/data/modelnet40_normal_resampled --svm-protocol recon
+      pcssl-train eval runs/point-mae -p svm -r ~/data/modelnet40_ply_hdf5_2048 --svm-protocol point-m2ae
+      pcssl-train eval enc.pt -p fewshot --folds ~/data/ModelNetFewshot        # official folds, mean ± std
       pcssl-train eval enc.pt -p fewshot -b modelnet40 -r ~/data/modelnet40_ply_hdf5_2048 --ways 5 --shots 10
       pcssl-train eval enc.pt -p finetune -b scanobjectnn --variant pb_t50_rs -r ~/data/h5_files
       pcssl-train eval enc.pt -p partseg -b shapenetpart -r ~/data/shapenetcore_partanno_segmentation_benchmark_v0_normal
@@ -283,9 +300,20 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
 
     if not encoder.exists():
         raise TrainError(f"{encoder}: no such encoder file or run folder")
-    if not root.exists():
+    if folds is not None:
+        if protocol != "fewshot":
+            raise TrainError(f"--folds applies to -p fewshot, not -p {protocol}")
+        if not folds.is_dir():
+            raise TrainError(f"--folds {folds}: " + ("is a file, not a folder" if folds.exists() else "no such folder"))
+    if svm_protocol != "cv" and protocol != "svm":
+        raise TrainError(f"--svm-protocol applies to -p svm, not -p {protocol}")
+    if root is None and folds is None:
+        raise TrainError("--root is required (the benchmark's folder; for few-shot on official folds: --folds)")
+    if root is None:
+        pass
+    elif not root.exists():
         raise TrainError(f"--root {root}: no such folder")
-    if not root.is_dir():
+    elif not root.is_dir():
         raise TrainError(f"--root {root}: is a file, not a folder" + (" (a cma-build dataset is a folder)"
                                                                         if benchmark == "cma" else ""))
     if out is not None:   # before the encoder is read and the features extracted
@@ -296,7 +324,8 @@ def evaluate(encoder, protocol, benchmark, root, variant, points, random_init, e
     dev = None if device == "auto" else device
     result = run_protocol(encoder, protocol, benchmark, root, variant=variant, num_points=points,
                           random_init=random_init, which=epoch, ways=ways, shots=shots, trials=trials,
-                          epochs=epochs, batch_size=batch_size, seed=seed, device=dev, progress=progress, out=out)
+                          epochs=epochs, batch_size=batch_size, seed=seed, device=dev, progress=progress, out=out,
+                          svm_protocol=svm_protocol, sampling=sampling, folds=folds)
     click.echo(result["summary"])
     if out:
         click.echo(f"wrote {out}")
@@ -365,6 +394,55 @@ def benchmark(out, data, methods, per_category, epochs, eval_every, batch_size, 
                   None if device == "auto" else device, progress, command.strip(), ways=ways, shots=shots,
                   random_seeds=random_seeds)
     click.echo(f"wrote {out / 'results.md'}, results.csv, results.json, accuracy.png")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--modelnet40", "modelnet40", required=True, type=click.Path(path_type=Path),
+              help="ModelNet40 as distributed: modelnet40_normal_resampled (text files / .dat caches) or "
+                   "modelnet40_ply_hdf5_2048.")
+@click.option("--scanobjectnn", type=click.Path(path_type=Path), help="ScanObjectNN h5_files (every variant found).")
+@click.option("--folds", type=click.Path(path_type=Path), help="ModelNetFewshot/ (the official folds) [else: seeded "
+              "episodes drawn from ModelNet40].")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for report.md, report.csv, "
+              "report.json.")
+@click.option("--epoch", default="last", show_default=True, help="For a run folder: which checkpoint.")
+@click.option("--random-init/--no-random-init", default=True, show_default=True,
+              help="Also score the same architecture at random init (the baseline row).")
+@click.option("--seed", default=0, show_default=True, callback=AT_LEAST_0)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars [default: only when stderr is a terminal].")
+@guarded
+def report(run, modelnet40, scanobjectnn, folds, out, epoch, random_init, seed, device, progress) -> None:
+    """Score RUN the papers' way and write one table beside the published rows.
+
+    \b
+    Linear SVM on ModelNet40 under every --svm-protocol (cv, recon, point-m2ae, crosspoint), few-shot
+    5w10s / 5w20s / 10w10s / 10w20s (official folds with --folds), ScanObjectNN variants with
+    --scanobjectnn; our row, the random-init row and the published rows (each with its source).
+    RUN: a run folder, a checkpoint, an export or an official Point-MAE checkpoint.
+
+    \b
+    Example:
+      pcssl-train report runs/point-mae --modelnet40 ~/data/modelnet40_normal_resampled \\
+          --folds ~/data/ModelNetFewshot --scanobjectnn ~/data/h5_files --out reports/point-mae
+    """
+    from .engine.paths import check_output_dir
+    from .errors import TrainError
+    from .eval.report import build_report
+
+    if not run.exists():
+        raise TrainError(f"{run}: no such encoder file or run folder")
+    for option, path in (("--modelnet40", modelnet40), ("--scanobjectnn", scanobjectnn), ("--folds", folds)):
+        if path is not None and not path.is_dir():
+            raise TrainError(f"{option} {path}: " + ("is a file, not a folder" if path.exists() else "no such folder"))
+    check_output_dir(out)
+    rep = build_report(run, modelnet40, out, scanobjectnn=scanobjectnn, folds=folds, which=epoch,
+                       random_init=random_init, seed=seed, device=None if device == "auto" else device,
+                       progress=progress, log=lambda m: click.echo(m, err=True))
+    click.echo((out / "report.md").read_text("utf-8"))
+    click.echo(f"wrote {out / 'report.md'}, report.csv, report.json ({rep['seconds']:.0f} s)")
 
 
 @cli.command()

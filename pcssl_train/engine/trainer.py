@@ -34,12 +34,24 @@ KILL_AT_STEP = "PCSSL_FAULT_KILL_AT_STEP"  # test hook: SIGKILL this process rig
 VIEW_OPTIONS = ("views", "view_choice", "image", "view_points", "num_view_points")
 
 
-def build_dataset(cfg: dict, data: str | os.PathLike, kind: str) -> CmaDataset:
+def build_dataset(cfg: dict, data: str | os.PathLike, kind: str):
+    """The run's training samples: a cma-build dataset, or for point-only methods (kind "fused") a
+    points-only folder (ShapeNet-55, ModelNet; see ``data/point_folder.py``)."""
+    from ..data.point_folder import LAYOUTS, PointFolderDataset, point_folder_layout
+
     d = cfg["data"]
     try:
         augment = Augment(**d["augment"]) if d.get("augment") else None
     except TypeError as e:
         raise TrainError(f"data.augment: {e}") from None
+    layout = point_folder_layout(data)
+    if layout is not None:
+        if kind != "fused":
+            raise TrainError(f"{cfg['method']} learns from images and cameras: --data must be a cma-build dataset "
+                             f"({data} is a {LAYOUTS[layout].split(' (')[0]} point folder; point-only methods train "
+                             f"on it: point-mae, serp-pointnet, serp-transformer, vasp)")
+        return PointFolderDataset(data, split=d["split"], categories=d["categories"], num_points=d["num_points"],
+                                  augment=augment, seed=cfg["train"]["seed"])
     extra = {k: d[k] for k in VIEW_OPTIONS if k in d}  # only configs of camera-based methods have these
     return CmaDataset(data, kind=kind, split=d["split"], categories=d["categories"], num_points=d["num_points"],
                       sampling=d["sampling"], augment=augment, seed=cfg["train"]["seed"], **extra)
@@ -63,8 +75,9 @@ def seed_everything(seed: int) -> None:
 
 
 # What a run writes inside its folder (rng-rank*.pt and epoch-*.pt go into checkpoints/ too).
+DATA_RECORD = "data.json"
 RUN_FILES = ("config.yaml", "config.tmp", "checkpoints", "checkpoints/last.pt", "metrics.csv", "tensorboard",
-             "throughput.json", "throughput.json.tmp")
+             "throughput.json", "throughput.json.tmp", DATA_RECORD, DATA_RECORD + ".tmp")
 
 
 class Trainer:
@@ -73,7 +86,7 @@ class Trainer:
         # Everything that can be wrong (config, run folder, weights, dataset, resume checkpoint) is
         # checked before the run folder is made or changed: a bad input leaves the disk as it was.
         validate(cfg)
-        self.cfg, self.run, self.progress = cfg, Path(run), progress
+        self.cfg, self.run, self.progress, self.data = cfg, Path(run), progress, data
         self.ckpt_path = self.run / "checkpoints" / "last.pt"
         self._check_run_dir()
         self.info = distributed.setup(device)
@@ -140,7 +153,18 @@ class Trainer:
             tmp = saved.with_suffix(".tmp")
             tmp.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
             os.replace(tmp, saved)
+        if self.info.main and not (self.run / DATA_RECORD).is_file():   # what the run trained on (for reports)
+            tmp = self.run / (DATA_RECORD + ".tmp")
+            tmp.write_text(json.dumps(self.data_record(), indent=1))
+            os.replace(tmp, self.run / DATA_RECORD)
         distributed.barrier(self.info)
+
+    def data_record(self) -> dict:
+        ds = self.dataset
+        return {"path": str(Path(self.data).resolve()), "format": getattr(ds, "layout", None) or "cma",
+                "samples": len(ds), "split": self.cfg["data"]["split"], "num_points": self.cfg["data"]["num_points"],
+                "description": getattr(ds, "description", f"cma-build dataset {self.data} ({len(ds)} objects, "
+                                                            f"kind {ds.kind}, sampling {self.cfg['data']['sampling']})")}
 
     def _resume(self) -> None:
         state = checkpoint.load_untrusted(self.ckpt_path, map_location=self.info.device)

@@ -48,6 +48,23 @@ class EncoderSpec:
                 raise TrainError(f"{self.source}: weights do not fit {self.name}: {str(e).splitlines()[0]}") from None
         return model.eval()
 
+    def min_points(self) -> int:
+        """The fewest points per cloud the encoder takes: a point transformer's patches (num_group centers,
+        group_size neighbours each), DGCNN's k neighbours; 1 otherwise."""
+        c = self.config
+        if self.name == "point_transformer":
+            return max(int(c.get("num_group", 64)), int(c.get("group_size", 32)))
+        if self.name == "dgcnn_encoder":
+            return int(c.get("k", 20))
+        return 1
+
+    def check_points(self, n: int, where: str = "") -> None:
+        """A one-line TrainError when clouds of ``n`` points are too small for this encoder."""
+        need = self.min_points()
+        if n < need:
+            raise TrainError(f"{where}clouds of {n} points are too small for {self.name} (it needs at least {need}: "
+                             f"{'num_group / group_size' if self.name == 'point_transformer' else 'k'} of its config)")
+
     def random_init(self) -> "EncoderSpec":
         return EncoderSpec(self.name, dict(self.config), None, "random init", self.method, 0)
 

@@ -36,13 +36,18 @@ def episodes(train_y: np.ndarray, test_y: np.ndarray, ways: int, shots: int, tri
     return out
 
 
+def support_query_accuracy(support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray, query_y: np.ndarray,
+                           C: float = 0.1, seed: int = 0) -> float:
+    """One episode: the SVM fit on the standardized support features, its accuracy on the queries."""
+    sx, qx = standardize(support_x, query_x)
+    return accuracy(_fit(sx, support_y, C, seed).predict(qx), query_y)
+
+
 def few_shot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, ways: int = 5,
              shots: int = 10, trials: int = 10, queries: int = 20, C: float = 0.1, seed: int = 0) -> dict:
     accs, min_q = [], None
     for sup, qry in episodes(train_y, test_y, ways, shots, trials, queries, seed):
-        sx, qx = standardize(train_x[sup], test_x[qry])
-        clf = _fit(sx, train_y[sup], C, seed)
-        accs.append(accuracy(clf.predict(qx), test_y[qry]))
+        accs.append(support_query_accuracy(train_x[sup], train_y[sup], test_x[qry], test_y[qry], C, seed))
         per_class = np.unique(test_y[qry], return_counts=True)[1].min()
         min_q = per_class if min_q is None else min(min_q, per_class)
     accs = np.array(accs)

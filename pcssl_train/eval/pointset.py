@@ -13,7 +13,7 @@ class PointSet:
 
     Part segmentation sets (ShapeNetPart) also carry ``seg`` (N, P) int64 global part ids and
     ``parts_of_class[c]``: the part ids that class c can have. ``ids`` name the samples (file or
-    model ids) so results can be traced back."""
+    model ids) so results can be traced back; ``origin`` says which files and sampling made the clouds."""
 
     points: np.ndarray
     labels: np.ndarray
@@ -22,6 +22,7 @@ class PointSet:
     parts_of_class: list[list[int]] | None = None
     ids: list[str] = field(default_factory=list)
     name: str = ""
+    origin: str = ""        # which files and which sampling the clouds come from (said in results)
 
     def __post_init__(self):
         self.points = np.ascontiguousarray(self.points, dtype=np.float32)

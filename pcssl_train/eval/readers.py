@@ -5,7 +5,9 @@ file, wrong keys or shapes, unknown split or variant) raise a one-line :class:`T
 
 Expected layouts (the official releases):
 
-ModelNet40, ``modelnet40_ply_hdf5_2048/`` (:func:`read_modelnet40`)::
+ModelNet40 / ModelNet10 (:func:`read_modelnet`): ``modelnet40_normal_resampled/`` (text files and the
+Point-BERT family's ``.dat`` caches; see :mod:`.modelnet_files`), or ``modelnet40_ply_hdf5_2048/``
+(ModelNet10: a folder in the same layout with 10 class names)::
 
     train_files.txt, test_files.txt   one h5 file per line, e.g.
                                       data/modelnet40_ply_hdf5_2048/ply_data_train0.h5
@@ -52,7 +54,7 @@ from cma_builder.paths import check_name, inside
 from ..errors import TrainError
 from .pointset import PointSet
 
-BENCHMARKS = ("modelnet40", "scanobjectnn", "shapenetpart", "cma")
+BENCHMARKS = ("modelnet40", "modelnet10", "scanobjectnn", "shapenetpart", "cma")
 
 MODELNET40_LAYOUT = "the official modelnet40_ply_hdf5_2048 layout is expected"
 SCANOBJECTNN_LAYOUT = "the official ScanObjectNN h5_files layout (main_split/, main_split_nobg/) is expected"
@@ -161,19 +163,27 @@ def _inside_candidates(root: Path, line: str) -> list[Path]:
     return found
 
 
-def _modelnet_names(root: Path, labels: np.ndarray) -> list[str]:
-    """Class names from ``shape_names.txt``, else "0".."39" (more if the labels need them)."""
+def _modelnet_names(root: Path, labels: np.ndarray, classes: int = 40) -> list[str]:
+    """Class names from ``shape_names.txt``, else "0".."classes-1" (more if the labels need them)."""
     names_file = root / "shape_names.txt"
     if names_file.is_file():
-        return [s.strip() for s in names_file.read_text("utf-8").splitlines() if s.strip()]
+        names = [s.strip() for s in names_file.read_text("utf-8").splitlines() if s.strip()]
+        if len(names) != classes:
+            raise TrainError(f"{names_file}: lists {len(names)} class names, expected {classes} for ModelNet{classes}")
+        return names
     top = int(labels.max()) + 1 if len(labels) else 0
-    return [str(i) for i in range(max(40, top))]
+    return [str(i) for i in range(max(classes, top))]
 
 
-def read_modelnet40(root, split: str, num_points: int | None = None) -> PointSet:
-    """ModelNet40 (``modelnet40_ply_hdf5_2048``) split "train" or "test"; ids ``"<h5 name>:<row>"``."""
+def read_modelnet40(root, split: str, num_points: int | None = None, classes: int = 40,
+                    sampling: str = "first") -> PointSet:
+    """ModelNet40 (``modelnet40_ply_hdf5_2048``; ModelNet10 in the same layout with ``classes=10``) split
+    "train" or "test"; ids ``"<h5 name>:<row>"``. ``sampling`` "first" (the official h5 loaders) or "fps"."""
+    from .modelnet_files import SAMPLINGS, check_sampling, sample_clouds
+
     root = _folder(root)
-    _check_split(split, ("train", "test"), "ModelNet40")
+    _check_split(split, ("train", "test"), f"ModelNet{classes}")
+    check_sampling(sampling)
     points, labels, ids = [], [], []
     for path in _modelnet_files(root, split):
         data, label = _read_h5(path)
@@ -183,10 +193,45 @@ def read_modelnet40(root, split: str, num_points: int | None = None) -> PointSet
     if len({p.shape[1] for p in points}) > 1:
         raise TrainError(f"{root}: the {split} h5 files hold clouds of different sizes")
     points, labels = np.concatenate(points), np.concatenate(labels)
-    class_names = _modelnet_names(root, labels)
+    class_names = _modelnet_names(root, labels, classes)
     _check_labels(labels, class_names, root)
+    if num_points is not None and sampling == "fps":
+        points = sample_clouds(list(points), num_points, "fps", root)
+    n = points.shape[1] if num_points is None else num_points
     return PointSet(_first_points(points, num_points, root), labels, class_names, ids=ids,
-                    name=f"modelnet40/{split}")
+                    name=f"modelnet{classes}/{split}",
+                    origin=f"{root.name} (h5), {n} points, {sampling}: {SAMPLINGS[sampling]}")
+
+
+def modelnet_layout(root, classes: int = 40) -> str:
+    """"resampled" (``modelnet40_normal_resampled``) or "h5" (``modelnet40_ply_hdf5_2048``) for ``root``;
+    a one-line error when it is neither."""
+    from .modelnet_files import resampled_layout
+
+    root = _folder(root)
+    if resampled_layout(root, classes):
+        return "resampled"
+    if (root / "train_files.txt").is_file() or (root / "test_files.txt").is_file():
+        return "h5"
+    other = 10 if classes == 40 else 40
+    hint = (f"; it holds modelnet{other}_shape_names.txt: use -b modelnet{other}"
+            if resampled_layout(root, other) else "")
+    raise TrainError(f"{root}: not a ModelNet{classes} folder: expected modelnet{classes}_shape_names.txt "
+                     f"(modelnet40_normal_resampled) or train_files.txt ({MODELNET40_LAYOUT}){hint}")
+
+
+def read_modelnet(root, split: str, classes: int = 40, num_points: int | None = None, sampling: str | None = None,
+                  progress: bool | None = False) -> PointSet:
+    """ModelNet40 / ModelNet10 in either distributed layout (see ``modelnet_files``); ``sampling``
+    defaults to each layout's official one: "fps" for normal_resampled, "first" for h5."""
+    from .modelnet_files import read_modelnet_resampled
+
+    _check_split(split, ("train", "test"), f"ModelNet{classes}")
+    layout = modelnet_layout(root, classes)
+    if layout == "resampled":
+        return read_modelnet_resampled(_folder(root), classes, split, 1024 if num_points is None else num_points,
+                                       sampling or "fps", progress=progress)
+    return read_modelnet40(root, split, num_points, classes=classes, sampling=sampling or "first")
 
 
 # --- ScanObjectNN -----------------------------------------------------------------------------
@@ -216,16 +261,25 @@ def _scanobjectnn_file(root: Path, variant: str, split: str) -> Path:
     return found
 
 
-def read_scanobjectnn(root, variant: str, split: str, num_points: int | None = None) -> PointSet:
-    """ScanObjectNN variant ("obj_bg", "obj_only", "pb_t50_rs" or OBJ-BG, ...) split "train" or "test"."""
+def read_scanobjectnn(root, variant: str, split: str, num_points: int | None = None,
+                      sampling: str = "first") -> PointSet:
+    """ScanObjectNN variant ("obj_bg", "obj_only", "pb_t50_rs" or OBJ-BG, ...) split "train" or "test";
+    ``sampling`` "first" (the official loaders) or "fps" to ``num_points``."""
+    from .modelnet_files import SAMPLINGS, check_sampling, sample_clouds
+
     root = _folder(root)
     variant = scanobjectnn_variant(variant)
     _check_split(split, ("train", "test"), "ScanObjectNN")
+    check_sampling(sampling)
     path = _scanobjectnn_file(root, variant, split)
     points, labels = _read_h5(path)
     _check_labels(labels, SCANOBJECTNN_CLASSES, path)
+    if num_points is not None and sampling == "fps":
+        points = sample_clouds(list(points), num_points, "fps", path)
+    n = points.shape[1] if num_points is None else num_points
     return PointSet(_first_points(points, num_points, path), labels, list(SCANOBJECTNN_CLASSES),
-                    ids=[f"{path.name}:{i}" for i in range(len(points))], name=f"scanobjectnn-{variant}/{split}")
+                    ids=[f"{path.name}:{i}" for i in range(len(points))], name=f"scanobjectnn-{variant}/{split}",
+                    origin=f"{path.name}, {n} points, {sampling}: {SAMPLINGS[sampling]}")
 
 
 # --- ShapeNetPart -----------------------------------------------------------------------------
@@ -371,20 +425,23 @@ def read_cma(root, split: str, num_points: int = 1024, sampling: str = "fps", se
 
 # --- dispatch ---------------------------------------------------------------------------------
 def load_benchmark(name: str, root, split: str, variant: str | None = None, num_points: int | None = None,
-                   seed: int = 0) -> PointSet:
+                   seed: int = 0, sampling: str | None = None, progress: bool | None = False) -> PointSet:
     """Read benchmark ``name`` (one of :data:`BENCHMARKS`). ``variant`` is ScanObjectNN's (required there);
-    ``num_points`` defaults to 2048 (shapenetpart), 1024 (cma), all stored points (h5 sets)."""
+    ``num_points`` defaults to 2048 (shapenetpart), 1024 (cma, ModelNet normal_resampled), all stored
+    points (h5 sets); ``sampling`` ("first" or "fps") applies to ModelNet and ScanObjectNN."""
     key = str(name).strip().lower()
     if key not in BENCHMARKS:
         raise TrainError(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}")
+    if sampling is not None and key not in ("modelnet40", "modelnet10", "scanobjectnn"):
+        raise TrainError(f"--sampling applies to modelnet40, modelnet10 and scanobjectnn, not {key}")
     if key == "scanobjectnn":
         if variant is None:
             raise TrainError(f"scanobjectnn needs a variant: one of {', '.join(SCANOBJECTNN_VARIANTS)}")
-        return read_scanobjectnn(root, variant, split, num_points=num_points)
+        return read_scanobjectnn(root, variant, split, num_points=num_points, sampling=sampling or "first")
     if variant is not None:
         raise TrainError(f"variant {variant!r} applies only to scanobjectnn, not {key}")
-    if key == "modelnet40":
-        return read_modelnet40(root, split, num_points=num_points)
+    if key in ("modelnet40", "modelnet10"):
+        return read_modelnet(root, split, int(key[8:]), num_points=num_points, sampling=sampling, progress=progress)
     if key == "shapenetpart":
         return read_shapenetpart(root, split, num_points=2048 if num_points is None else num_points, seed=seed)
     return read_cma(root, split, num_points=1024 if num_points is None else num_points, seed=seed)

@@ -65,14 +65,22 @@ class DGCNNEncoder(nn.Module):
         self.embed = nn.Sequential(nn.Conv1d(512, emb_dims, 1, bias=False), nn.BatchNorm1d(emb_dims),
                                    nn.LeakyReLU(0.2))
 
-    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+    def per_point(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) -> (B, emb_dims, N): the embedding before pooling."""
         x = xyz.transpose(1, 2)  # (B, 3, N)
         features = []
         for conv in self.edge_convs:
             x = conv(x)
             features.append(x)
-        x = self.embed(torch.cat(features, dim=1))  # (B, emb_dims, N)
+        return self.embed(torch.cat(features, dim=1))
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        x = self.per_point(xyz)
         return torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
+
+    def forward_tokens(self, xyz: torch.Tensor) -> tuple[None, torch.Tensor]:
+        """(B,N,3) -> (None, per-point embedding (B,N,emb_dims)): no global token."""
+        return None, self.per_point(xyz).transpose(1, 2)
 
     def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
         """(B,N,3) -> (B, 2 x emb_dims) evaluation feature: the encoder's own max + mean embedding."""

@@ -131,12 +131,18 @@ class PointTransformerEncoder(nn.Module):
         patches = self.group(xyz)
         return self(patches.neighborhood, patches.center)
 
+    def forward_tokens(self, xyz: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B,N,3) -> (global tokens (B,1,width) or None, patch tokens (B,G,width)): the encoder's
+        output after its final LayerNorm, the cls token (if any) split off."""
+        tokens = self.forward_points(xyz)
+        if self.cls_token is not None:
+            return tokens[:, :1], tokens[:, 1:]
+        return None, tokens
+
     def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
         """(B,N,3) -> (B, 2 x width) evaluation feature: max and mean over the patch tokens (the cls
         token, if any, left out)."""
-        tokens = self.forward_points(xyz)
-        if self.cls_token is not None:
-            tokens = tokens[:, 1:]
+        tokens = self.forward_tokens(xyz)[1]
         return torch.cat([tokens.amax(dim=1), tokens.mean(dim=1)], dim=-1)
 
 

@@ -85,11 +85,15 @@ class PointNetEncoder(nn.Module):
         x, trans = self.local_features(xyz)
         return {"local": x, "global_feat": self.mlp2(x).amax(dim=2), "feat_transform": trans}
 
+    def forward_tokens(self, xyz: torch.Tensor) -> tuple[None, torch.Tensor]:
+        """(B,N,3) -> (None, per-point 1024-d features (B,N,1024)): no global token."""
+        return None, self.mlp2(self.local_features(xyz)[0]).transpose(1, 2)
+
     def forward_features(self, xyz: torch.Tensor) -> torch.Tensor:
         """(B,N,3) -> (B, 2048) evaluation feature: max and mean over the per-point 1024-d features
         (the max is ``global_feat``)."""
-        per_point = self.mlp2(self.local_features(xyz)[0])
-        return torch.cat([per_point.amax(dim=2), per_point.mean(dim=2)], dim=-1)
+        per_point = self.forward_tokens(xyz)[1]
+        return torch.cat([per_point.amax(dim=1), per_point.mean(dim=1)], dim=-1)
 
 
 @register_model("pointnet", classifier_for="pointnet_encoder")

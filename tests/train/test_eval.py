@@ -285,7 +285,7 @@ def test_cli_eval_svm_fewshot_finetune_on_modelnet40_files(tmp_path):
     how = "5-fold CV on train (a 20 % hold-out of train would have only 6 samples, fewer than 10)"
     assert result["test_size"] == 24 and result["val_source"] == how, result
     assert result["test_accuracy"] > 0.6, result  # 3 classes: chance is 1/3
-    assert "linear SVM: test accuracy" in proc.stdout and f"chosen by {how}" in proc.stdout, proc.stdout
+    assert "linear SVM [cv]: test accuracy" in proc.stdout and f"chosen by {how}" in proc.stdout, proc.stdout
     rows = list(csv.DictReader(open(tmp_path / "svm.csv")))
     assert rows[0]["metric"] == "test_accuracy" and float(rows[0]["value"]) == result["test_accuracy"]
     assert (tmp_path / "svm.md").read_text().startswith("**svm** on modelnet40")

@@ -284,7 +284,8 @@ def test_read_cma(rendered):
 
 
 def test_load_benchmark_names(tmp_path):
-    assert BENCHMARKS == ("modelnet40", "scanobjectnn", "shapenetpart", "cma")
-    raises(load_benchmark, "modelnet10", tmp_path, "train", match="unknown benchmark 'modelnet10'|"
-           "modelnet40, scanobjectnn, shapenetpart, cma")
+    assert BENCHMARKS == ("modelnet40", "modelnet10", "scanobjectnn", "shapenetpart", "cma")
+    raises(load_benchmark, "modelnet30", tmp_path, "train", match="unknown benchmark 'modelnet30'|"
+           "modelnet40, modelnet10, scanobjectnn, shapenetpart, cma")
+    raises(load_benchmark, "cma", tmp_path, "train", sampling="fps", match="--sampling applies to")
     raises(load_benchmark, "modelnet40", tmp_path, "train", variant="obj_bg", match="only to scanobjectnn")
