@@ -260,7 +260,8 @@ PROTOCOLS = ("svm", "fewshot", "finetune", "partseg")
 @click.option("--epoch", default="last", show_default=True, help="For a run folder: which checkpoint.")
 @click.option("--ways", default="5,10", show_default=True, callback=AT_LEAST_2, help="fewshot: comma-separated N.")
 @click.option("--shots", default="10,20", show_default=True, callback=AT_LEAST_1, help="fewshot: comma-separated K.")
-@click.option("--trials", default=10, show_default=True, callback=AT_LEAST_1, help="fewshot: episodes per setting.")
+@click.option("--trials", default=10, show_default=True, callback=AT_LEAST_1,
+              help="fewshot: episodes per setting (drawn episodes; with --folds, every fold is one).")
 @click.option("--epochs", type=int, callback=AT_LEAST_1, help="finetune/partseg: epochs [300]; the linear warmup lasts min(10, epochs / 30) epochs "
               "(10 of 300, as Point-MAE), so a short run such as --epochs 3 still reaches the full learning rate.")
 @click.option("--batch-size", type=int, callback=AT_LEAST_1, help="finetune [32] / partseg [16].")
@@ -305,6 +306,9 @@ def evaluate(encoder, protocol, benchmark, root, svm_protocol, sampling, folds, 
             raise TrainError(f"--folds applies to -p fewshot, not -p {protocol}")
         if not folds.is_dir():
             raise TrainError(f"--folds {folds}: " + ("is a file, not a folder" if folds.exists() else "no such folder"))
+        if root is not None:
+            raise TrainError("--folds and --root: the official folds hold their own clouds (support and queries); "
+                             "give one of them")
     if svm_protocol != "cv" and protocol != "svm":
         raise TrainError(f"--svm-protocol applies to -p svm, not -p {protocol}")
     if root is None and folds is None:

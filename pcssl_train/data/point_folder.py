@@ -38,7 +38,7 @@ SHAPENET55_NAME = re.compile(r"^(\d{8})-([A-Za-z0-9_]+)\.npy$")
 LAYOUTS = {
     "shapenet55": "ShapeNet-55 (shapenet_pc/*.npy + ShapeNet-55/{train,test}.txt)",
     "modelnet40": "ModelNet40 (modelnet40_normal_resampled or modelnet40_ply_hdf5_2048)",
-    "modelnet10": "ModelNet10 (modelnet40_normal_resampled's modelnet10 files)",
+    "modelnet10": "ModelNet10 (modelnet40_normal_resampled's modelnet10 files, or an h5 folder with 10 shape names)",
 }
 SAMPLING = {
     "shapenet55": "random N of the stored rows (the official permutation prefix), then normalized",
@@ -67,7 +67,12 @@ def point_folder_layout(path) -> str | None:
         if (path / f"modelnet{n}_shape_names.txt").is_file():
             return f"modelnet{n}"
     if (path / "train_files.txt").is_file() and any(path.glob("*.h5")):
-        return "modelnet40"
+        names = path / "shape_names.txt"
+        try:
+            n = len([s for s in names.read_text("utf-8").splitlines() if s.strip()]) if names.is_file() else 40
+        except (OSError, UnicodeDecodeError):
+            n = 40
+        return "modelnet10" if n == 10 else "modelnet40"
     return None
 
 
@@ -130,11 +135,11 @@ class PointFolderDataset(torch.utils.data.Dataset):
         self.class_names = sorted(set(names))
         self.labels = np.array([self.class_names.index(names[i]) for i in keep], dtype=np.int64)
         for path in self.files:       # headers only: a bad file is named now, not in a loader worker
-            self._check_npy(path)
+            self._check_npy(path, self.num_points)
         self.clouds = None
-        self.description = f"ShapeNet-55 point folder {self.root} ({len(self.files)} clouds, {SAMPLING['shapenet55']})"
+        self.description = f"ShapeNet-55 point folder {self.root.resolve()} ({len(self.files)} clouds, {SAMPLING['shapenet55']})"
 
-    def _check_npy(self, path: Path) -> None:
+    def _check_npy(self, path: Path, rows: int) -> None:
         if not path.is_file():
             raise TrainError(f"{path}: missing (listed in the ShapeNet-55 split file)")
         try:
@@ -143,6 +148,9 @@ class PointFolderDataset(torch.utils.data.Dataset):
             raise TrainError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())[:100]})") from None
         if arr.ndim != 2 or arr.shape[1] < 3 or arr.dtype.kind != "f" or len(arr) < 1:
             raise TrainError(f"{path}: expected (N, 3) float points, got {arr.dtype} {arr.shape}")
+        if len(arr) < rows:   # the official loader indexes N of the stored rows: it needs that many
+            raise TrainError(f"{path}: {len(arr)} rows, fewer than data.num_points {rows} (the official loader "
+                             f"samples N of the stored rows)")
 
     def _init_modelnet(self, splits: list[str], categories) -> None:
         from ..eval.modelnet_files import read_raw
@@ -180,7 +188,7 @@ class PointFolderDataset(torch.utils.data.Dataset):
             raise TrainError(f"{self.root}: its clouds have {short} points, fewer than data.num_points "
                              f"{self.num_points}")
         self.clouds, self.labels, self.class_names, self.files = clouds, labels, list(names), None
-        self.description = (f"ModelNet{classes} point folder {self.root} ({len(clouds)} clouds, split "
+        self.description = (f"ModelNet{classes} point folder {self.root.resolve()} ({len(clouds)} clouds, split "
                             f"{'+'.join(splits)}, {SAMPLING['modelnet']})")
 
     # --- Dataset ---------------------------------------------------------------------------
@@ -198,9 +206,7 @@ class PointFolderDataset(torch.utils.data.Dataset):
         if self.files is not None:
             pts = np.load(self.files[i], allow_pickle=False)[:, :3].astype(np.float32)
             n = len(pts)
-            idx = rng.choice(n, self.num_points, replace=False) if n >= self.num_points else \
-                np.concatenate([np.arange(n), rng.integers(0, n, self.num_points - n)])
-            return pts[idx]
+            return pts[rng.choice(n, self.num_points, replace=False)]
         pts = self.clouds[i]
         start = int(rng.integers(len(pts)))
         idx = farthest_point_sample(pts[None].astype(np.float64), self.num_points, start=start)[0]

@@ -120,6 +120,7 @@ class Trainer:
                                         o["warmup_epochs"] * self.steps_per_epoch, o["min_lr"], o["warmup_lr"])
         self.epoch = self.step = 0
         if self.ckpt_path.is_file():
+            self._check_same_data()
             self._resume()
         self._make_run_dir()
         self.amp = self.info.device.type == "cuda" and t["amp"] == "bf16"
@@ -158,6 +159,18 @@ class Trainer:
             tmp.write_text(json.dumps(self.data_record(), indent=1))
             os.replace(tmp, self.run / DATA_RECORD)
         distributed.barrier(self.info)
+
+    def _check_same_data(self) -> None:
+        """A run resumes on the data it started on (format and sample count of RUN/data.json)."""
+        try:
+            rec = json.loads((self.run / DATA_RECORD).read_text("utf-8"))
+        except (OSError, ValueError):
+            return                       # a run from before data.json was written
+        now = self.data_record()
+        if isinstance(rec, dict) and (rec.get("format"), rec.get("samples")) != (now["format"], now["samples"]):
+            raise TrainError(f"{self.run} was started on {rec.get('description', rec.get('path'))}; --data {self.data} "
+                             f"is {now['format']} with {now['samples']} samples: resume with the same data, or choose "
+                             f"another --out")
 
     def data_record(self) -> dict:
         ds = self.dataset

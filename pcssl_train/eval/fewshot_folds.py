@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TrainError
-from .modelnet_files import sample_clouds
+from .modelnet_files import cloud_rows, integer, sample_clouds
 from .safe_pickle import load_data_pickle
 
 SETTING = re.compile(r"^(\d+)way_(\d+)shot$")
@@ -72,7 +72,8 @@ def _items(data, side: str, path: Path):
     return items
 
 
-def read_fold(path: Path, ways: int, shots: int, num_points: int = 1024, sampling: str = "fps") -> Fold:
+def read_fold(path: Path, ways: int, shots: int, num_points: int = 1024, sampling: str = "fps",
+              progress: bool | None = False) -> Fold:
     """One fold file, checked against its folder's setting: ``ways`` classes labelled 0..ways-1, ``shots``
     support clouds each, at least one query each."""
     data = load_data_pickle(path, "few-shot fold (.pkl)")
@@ -83,21 +84,17 @@ def read_fold(path: Path, ways: int, shots: int, num_points: int = 1024, samplin
         for i, item in enumerate(_items(data, side, path)):
             if not isinstance(item, (list, tuple)) or len(item) < 2:
                 raise TrainError(f"{path}: {side} item {i}: expected (points, label, class)")
-            pts, lab = np.asarray(item[0]), np.asarray(item[1])
-            if pts.ndim != 2 or pts.shape[1] not in (3, 6) or pts.dtype.kind != "f" or not len(pts):
-                raise TrainError(f"{path}: {side} item {i}: points must be an (N, 3) or (N, 6) float array, got "
-                                 f"{pts.dtype} {pts.shape}")
-            if lab.size != 1 or lab.dtype.kind not in "iu":
-                raise TrainError(f"{path}: {side} item {i}: the label must be one integer")
-            label = int(lab.reshape(-1)[0])
+            xyz = cloud_rows(item[0], f"{path}: {side} item {i}")
+            label = integer(item[1], f"{path}: {side} item {i}: the label")
             if not 0 <= label < ways:
                 raise TrainError(f"{path}: {side} item {i}: label {label} is outside 0..{ways - 1}: this fold "
                                  f"names more classes than its folder's {ways}-way setting")
             if len(item) > 2:
-                cls = np.asarray(item[2])
-                if cls.size == 1 and cls.dtype.kind in "iu":
-                    classes.setdefault(label, int(cls.reshape(-1)[0]))
-            clouds.append(pts[:, :3].astype(np.float32))
+                try:
+                    classes.setdefault(label, integer(item[2], "class"))
+                except TrainError:
+                    pass
+            clouds.append(xyz)
             labels.append(label)
         labels = np.array(labels, dtype=np.int64)
         present = np.unique(labels)
@@ -108,7 +105,7 @@ def read_fold(path: Path, ways: int, shots: int, num_points: int = 1024, samplin
             if (counts != shots).any():
                 raise TrainError(f"{path}: the support set has {counts.min()}..{counts.max()} clouds per class, but its "
                                  f"folder says {shots}-shot")
-        out[side] = (sample_clouds(clouds, num_points, sampling, path), labels)
+        out[side] = (sample_clouds(clouds, num_points, sampling, path, progress), labels)
     return Fold(ways, shots, int(path.stem), *out["train"], *out["test"],
                 classes=[classes.get(c, -1) for c in range(ways)], path=path)
 
@@ -123,6 +120,7 @@ def available(root) -> dict[tuple[int, int], Path]:
     return {(w, s): d for w, s, d in settings(root)}
 
 
-def read_folds(folder: Path, ways: int, shots: int, num_points: int = 1024, sampling: str = "fps") -> list[Fold]:
+def read_folds(folder: Path, ways: int, shots: int, num_points: int = 1024, sampling: str = "fps",
+               progress: bool | None = False) -> list[Fold]:
     """Every fold of one setting's folder (``<ways>way_<shots>shot``)."""
-    return [read_fold(p, ways, shots, num_points, sampling) for _, p in fold_files(Path(folder))]
+    return [read_fold(p, ways, shots, num_points, sampling, progress) for _, p in fold_files(Path(folder))]

@@ -118,7 +118,9 @@ def parse_rows(path: Path, text: str) -> np.ndarray:
         for k, line in enumerate(lines, 1):
             fields = [f.strip() for f in line.split(",")]
             try:
-                row = [float(f) for f in fields]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    row = np.array([np.float32(f) if f and "_" not in f else float("x") for f in fields], np.float32)
             except ValueError:
                 raise TrainError(f"{path}: line {k}: not numbers ({line.strip()[:60]!r})") from None
             if len(fields) not in (3, 6) or len(fields) != cols:
@@ -155,6 +157,32 @@ def _read_txt(root: Path, sid: str) -> np.ndarray:
     return parse_rows(path, text)[:, :3]
 
 
+def cloud_rows(value, where: str) -> np.ndarray:
+    """(N, 3) float32 xyz of one pickled cloud ((N, 3) or (N, 6) floats, finite), or a one-line TrainError."""
+    try:
+        pts = np.asarray(value)
+    except (ValueError, TypeError):
+        pts = None
+    if pts is None or pts.ndim != 2 or pts.shape[1] not in (3, 6) or pts.dtype.kind != "f" or not len(pts):
+        got = "ragged or not an array" if pts is None else f"{pts.dtype} {pts.shape}"
+        raise TrainError(f"{where}: points must be an (N, 3) or (N, 6) float array, got {got}")
+    xyz = pts[:, :3].astype(np.float32)
+    if not np.isfinite(xyz).all():
+        raise TrainError(f"{where}: points hold NaN or infinite values")
+    return xyz
+
+
+def integer(value, where: str) -> int:
+    """One integer (a Python int, a numpy integer or a size-1 integer array), or a one-line TrainError."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is None or arr.size != 1 or arr.dtype.kind not in "iu":
+        raise TrainError(f"{where} must be one integer")
+    return int(arr.reshape(-1)[0])
+
+
 def dat_files(root: Path, classes: int, split: str) -> list[Path]:
     """The official loader's caches for a split, best first: FPS ones (``_fps.dat``), more points first."""
     found = []
@@ -174,15 +202,11 @@ def read_dat(path: Path, classes: int) -> tuple[list[np.ndarray], np.ndarray]:
                          "ModelNetDataset cache)")
     points, labels = [], []
     for i, (pts, lab) in enumerate(zip(*data)):
-        pts, lab = np.asarray(pts), np.asarray(lab)
-        if pts.ndim != 2 or pts.shape[1] not in (3, 6) or pts.dtype.kind != "f" or not len(pts):
-            raise TrainError(f"{path}: entry {i}: points must be an (N, 3) or (N, 6) float array, got "
-                             f"{pts.dtype} {pts.shape}")
-        if lab.size != 1 or lab.dtype.kind not in "iu" or not 0 <= int(lab.reshape(-1)[0]) < classes:
-            raise TrainError(f"{path}: entry {i}: label must be one integer in 0..{classes - 1}, got "
-                             f"{lab.reshape(-1)[:3].tolist()}")
-        points.append(pts[:, :3].astype(np.float32))
-        labels.append(int(lab.reshape(-1)[0]))
+        points.append(cloud_rows(pts, f"{path}: entry {i}"))
+        lab = integer(lab, f"{path}: entry {i}: the label")
+        if not 0 <= lab < classes:
+            raise TrainError(f"{path}: entry {i}: label {lab} is outside 0..{classes - 1}")
+        labels.append(lab)
     if not points:
         raise TrainError(f"{path}: holds no clouds")
     return points, np.array(labels, dtype=np.int64)
@@ -200,7 +224,8 @@ def sample_clouds(clouds: list[np.ndarray], num_points: int, sampling: str, sour
     check_sampling(sampling)
     short = min(len(c) for c in clouds)
     if num_points < 1 or num_points > short:
-        raise TrainError(f"{source}: num_points must be 1..{short} (the smallest cloud's size), got {num_points}")
+        raise TrainError(f"{source}: its smallest cloud has {short} points; {num_points} points per cloud were asked "
+                         f"for (--points, or the protocol's)")
     if sampling == "first":
         return np.stack([c[:num_points] for c in clouds])
     out = np.empty((len(clouds), num_points, 3), np.float32)

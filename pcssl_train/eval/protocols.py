@@ -50,7 +50,7 @@ def run_protocol(encoder, protocol: str, benchmark: str, root, variant=None, num
     if folds is not None and protocol != "fewshot":
         raise TrainError(f"--folds applies to -p fewshot, not -p {protocol}")
     if protocol == "svm" and svm_protocol != "cv":
-        n = num_points or preset.points
+        n = num_points or preset.points_for(benchmark)
     else:
         n = num_points or DEFAULT_POINTS[benchmark]
     spec.check_points(n, "--points: ")
@@ -68,7 +68,7 @@ def run_protocol(encoder, protocol: str, benchmark: str, root, variant=None, num
               "benchmark": benchmark, "variant": variant, "root": None if root is None else str(root), "points": n,
               "seed": seed}
     if protocol == "fewshot" and folds is not None:
-        result.update(fewshot_on_folds(spec, folds, ways, shots, n, sampling or "fps", seed, device))
+        result.update(fewshot_on_folds(spec, folds, ways, shots, n, sampling or "fps", seed, device, progress))
         result["root"] = str(folds)
     elif protocol == "partseg":
         from .partseg import finetune_partseg
@@ -128,7 +128,11 @@ def run_protocol(encoder, protocol: str, benchmark: str, root, variant=None, num
 def data_origin(train, test) -> str:
     """Which files and sampling the clouds came from ("train: ...; test: ..." when the splits differ)."""
     a, b = train.origin or train.name, test.origin or test.name
-    return a if a == b.replace("/test", "/train") or a == b else f"train: {a}; test: {b}"
+    if a == b:
+        return a
+    if a == b.replace("_test_", "_train_").replace("/test", "/train"):
+        return a.replace("_train_", "_{train,test}_").replace("/train", "/{train,test}")
+    return f"train: {a}; test: {b}"
 
 
 def svm_scores(enc, preset, benchmark: str, train, test, val=None, seed: int = 0, device="cpu") -> dict:
@@ -158,7 +162,8 @@ def svm_scores(enc, preset, benchmark: str, train, test, val=None, seed: int = 0
     return r
 
 
-def fewshot_on_folds(spec, folds, ways, shots, num_points: int, sampling: str, seed: int, device) -> dict:
+def fewshot_on_folds(spec, folds, ways, shots, num_points: int, sampling: str, seed: int, device,
+                     progress: bool | None = None) -> dict:
     """Few-shot on the official folds: per fold, the SVM of :func:`few_shot` (standardized features,
     C = 0.1) fit on the fold's support set and scored on its queries; mean ± std (numpy's, ddof 0)
     over the folds of each setting present in FOLDS and asked for by --ways / --shots."""
@@ -173,7 +178,7 @@ def fewshot_on_folds(spec, folds, ways, shots, num_points: int, sampling: str, s
                 skipped.append(f"{w}-way {k}-shot: no {w}way_{k}shot folder in {folds}")
                 continue
             accs = []
-            for fold in read_folds(have[(w, k)], w, k, num_points, sampling):
+            for fold in read_folds(have[(w, k)], w, k, num_points, sampling, progress):
                 fs = extract_features(enc, fold.train_points, device=device)
                 fq = extract_features(enc, fold.test_points, device=device)
                 accs.append(support_query_accuracy(fs, fold.train_labels, fq, fold.test_labels, 0.1, seed))

@@ -172,7 +172,10 @@ def _modelnet_names(root: Path, labels: np.ndarray, classes: int = 40) -> list[s
             raise TrainError(f"{names_file}: lists {len(names)} class names, expected {classes} for ModelNet{classes}")
         return names
     top = int(labels.max()) + 1 if len(labels) else 0
-    return [str(i) for i in range(max(classes, top))]
+    if top > classes:
+        raise TrainError(f"{root}: labels go up to {top - 1}, more than ModelNet{classes}'s {classes} classes (and there "
+                         "is no shape_names.txt to say otherwise)")
+    return [str(i) for i in range(classes)]
 
 
 def read_modelnet40(root, split: str, num_points: int | None = None, classes: int = 40,

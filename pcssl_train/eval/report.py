@@ -110,19 +110,19 @@ def run_record(source: Path) -> dict:
     out: dict = {"run": str(source)}
     if run is None:
         return out
-    if (run / "data.json").is_file():
-        try:
-            out["data"] = json.loads((run / "data.json").read_text("utf-8"))
-        except ValueError:
-            pass
-    if (run / "config.yaml").is_file():
-        try:
-            cfg = yaml.safe_load((run / "config.yaml").read_text("utf-8"))
-            out["config"] = {"method": cfg.get("method"), "epochs": cfg.get("optim", {}).get("epochs"),
-                             "batch_size": cfg.get("optim", {}).get("batch_size"),
-                             "num_points": cfg.get("data", {}).get("num_points"), "model": cfg.get("model")}
-        except (yaml.YAMLError, AttributeError):
-            pass
+    try:
+        rec = json.loads((run / "data.json").read_text("utf-8")) if (run / "data.json").is_file() else None
+        if isinstance(rec, dict) and isinstance(rec.get("description"), str):
+            out["data"] = {k: v for k, v in rec.items() if isinstance(v, (str, int, float))}
+    except (OSError, ValueError):
+        pass
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text("utf-8")) if (run / "config.yaml").is_file() else None
+        if isinstance(cfg, dict) and isinstance(cfg.get("optim"), dict) and isinstance(cfg.get("data"), dict):
+            out["config"] = {"method": cfg.get("method"), "epochs": cfg["optim"].get("epochs"),
+                             "batch_size": cfg["optim"].get("batch_size"), "num_points": cfg["data"].get("num_points")}
+    except (OSError, yaml.YAMLError):
+        pass
     return out
 
 
@@ -139,7 +139,13 @@ def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str
     fold_sets = available(folds) if folds is not None else {}
     encoders = [("pretrained", spec)] + ([("random init", spec.random_init())] if random_init else [])
     results, cache = [], {}
-    folds_read: dict = {}
+    folds_read = {(w, k): read_folds(fold_sets[(w, k)], w, k, 1024, "fps", progress)   # read (and checked) first
+                  for w, k in FEWSHOT if (w, k) in fold_sets}
+    if folds is not None and not folds_read:
+        raise TrainError(f"--folds {folds}: none of the settings {', '.join(f'{w}way_{k}shot' for w, k in FEWSHOT)}")
+    for split in ("train", "test"):                         # the ModelNet40 files too, before any scoring
+        data.modelnet(split, 1024, PRESETS["cv"].sampling[data.layout])
+    has_global = getattr(spec.build(seed), "cls_token", None) is not None
     for tag, sp in encoders:
         enc = sp.build(seed)
         row = {"row": f"{sp.method or sp.name} ({'this run' if tag == 'pretrained' else 'random init'})", "kind": tag,
@@ -153,10 +159,8 @@ def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str
             log(f"{row['row']}: SVM [{name}] {100 * row['svm'][name]['accuracy']:.2f} %")
         for w, k in FEWSHOT:
             if folds is not None:
-                if (w, k) not in fold_sets:
-                    continue
                 if (w, k) not in folds_read:
-                    folds_read[(w, k)] = read_folds(fold_sets[(w, k)], w, k, 1024, "fps")
+                    continue
                 accs = [support_query_accuracy(token_features(enc, f.train_points, device=device), f.train_labels,
                                                token_features(enc, f.test_points, device=device), f.test_labels,
                                                0.1, seed) for f in folds_read[(w, k)]]
@@ -168,7 +172,11 @@ def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str
                              lambda: token_features(enc, train.points, device=device))
                 fq = _cached(cache, (tag, test.name, test.origin, "max|mean", True),
                              lambda: token_features(enc, test.points, device=device))
-                r = few_shot(fx, train.labels, fq, test.labels, w, k, trials=10, queries=20, seed=seed)
+                try:
+                    r = few_shot(fx, train.labels, fq, test.labels, w, k, trials=10, queries=20, seed=seed)
+                except TrainError as e:      # a setting this ModelNet40 cannot supply: said, not fatal
+                    row["fewshot_skipped"] = row.get("fewshot_skipped", []) + [str(e)]
+                    continue
                 row["fewshot"][f"{w}w{k}s"] = {"mean": r["mean"], "std": r["std"], "n": 10,
                                                "episodes": "drawn from ModelNet40 train/test (seeded)"}
         if scanobjectnn is not None:
@@ -176,7 +184,7 @@ def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str
                 for name in SONN_PRESETS:
                     preset = PRESETS[name]
                     try:
-                        train, test = (read_scanobjectnn(scanobjectnn, variant, s, preset.points,
+                        train, test = (read_scanobjectnn(scanobjectnn, variant, s, preset.points_for("scanobjectnn"),
                                                          sampling=preset.sampling["h5"]) for s in ("train", "test"))
                     except TrainError as e:
                         if "missing" in str(e):
@@ -190,7 +198,7 @@ def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str
               "record": run_record(Path(run)), "modelnet40": str(modelnet40), "modelnet40_layout": data.layout,
               "folds": None if folds is None else str(folds), "scanobjectnn": None if scanobjectnn is None
               else str(scanobjectnn), "seed": seed, "rows": results, "published": _published(),
-              "presets": {n: {"line": PRESETS[n].describe("modelnet40"), "source": PRESETS[n].source,
+              "presets": {n: {"line": PRESETS[n].describe("modelnet40", has_global), "source": PRESETS[n].source,
                               "official_data": PRESETS[n].data} for n in SVM_PRESETS},
               "seconds": round(time.perf_counter() - t0, 1)}
     write_report(report, Path(out))
@@ -256,12 +264,18 @@ def write_report(report: dict, out: Path) -> None:
                 rows_csv.append({"row": r["row"], "benchmark": f"scanobjectnn/{k.split('/')[0]}",
                                  "protocol": f"svm {k.split('/')[1]}", "value": _pct(s["accuracy"]), "std": None,
                                  "source": f"C={s['C']:g} ({s['how']})"})
+    skipped = report["rows"][0].get("fewshot_skipped") if report["rows"] else None
+    if skipped:
+        lines += ["", "Few-shot settings this ModelNet40 cannot supply (–): " + "; ".join(skipped) + "."]
+    if sonn and sonn[0]["scanobjectnn"].get("skipped"):
+        lines += ["", "Variants not found: " + "; ".join(sonn[0]["scanobjectnn"]["skipped"]) + "."]
     rec = report["record"]
     d, c = rec.get("data", {}), rec.get("config", {})
     lines += ["", "## Our rows", "",
               f"- Encoder: `{report['encoder']}` ({report['encoder_name']}, epoch {report['pretrain_epoch']}).",
               f"- Pretraining data: {d.get('description', 'not recorded (an official checkpoint, an export, or a run made before data.json was written)')}.",
-              f"- Pretraining: {c.get('epochs', '?')} epochs, batch {c.get('batch_size', '?')}, {c.get('num_points', '?')} points"
+              f"- Pretraining: epoch {report['pretrain_epoch']} of {c.get('epochs', '?')} planned, batch "
+              f"{c.get('batch_size', '?')}, {c.get('num_points', '?')} points per cloud"
               if c else "- Pretraining schedule: not recorded with this encoder.",
               f"- ModelNet40: `{report['modelnet40']}` ({report['modelnet40_layout']} layout); every cloud 1024 points.",
               "- Few-shot: " + ("the official folds in `" + report["folds"] + "`, mean ± std (numpy, ddof 0) over "
@@ -271,7 +285,7 @@ def write_report(report: dict, out: Path) -> None:
               "- Random init: the same architecture, untrained (seed " + str(report["seed"]) + "): the baseline every "
               "pretrained number should be read against.", "", "## SVM protocols", ""]
     for n in SVM_PRESETS:
-        lines.append(f"- **{n}**: {report['presets'][n]['line']}. Official data: {report['presets'][n]['official_data']}. "
+        lines.append(f"- {report['presets'][n]['line']}. Official data: {report['presets'][n]['official_data']}. "
                      f"Source: {report['presets'][n]['source']}.")
     lines += ["", "## Published rows", ""]
     for i, p in enumerate(report["published"], 1):

@@ -39,6 +39,7 @@ class SvmPreset:
     classifier: str                 # "svc" (libsvm SVC(kernel='linear'), one-vs-one) or "linearsvc" (liblinear, OvR)
     C: dict = field(default_factory=dict)   # benchmark -> C; missing: see ``c_for``; empty: chosen (cv)
     points: int = 1024
+    points_by: dict = field(default_factory=dict)  # benchmark -> points where the official config says otherwise
     sampling: dict = field(default_factory=dict)  # layout ("h5", "resampled") -> sampling
     pooling: str = "max|mean"
     normalize: bool = True          # centroid at the origin, max norm 1, per cloud, before the encoder
@@ -47,6 +48,9 @@ class SvmPreset:
     source: str = ""                # file, lines, commit
     cite: str = ""                  # short: repository, script, commit
     notes: tuple = ()
+
+    def points_for(self, benchmark: str) -> int:
+        return int(self.points_by.get(benchmark, self.points))
 
     def c_for(self, benchmark: str) -> tuple[float, str]:
         """(C, where it comes from) for ``benchmark``: the official value, or ModelNet40's with a note."""
@@ -76,29 +80,31 @@ class SvmPreset:
 
 PRESETS = {
     "cv": SvmPreset(
-        "cv", "ours: C chosen on val / CV", "svc", {}, 1024, {"h5": "first", "resampled": "fps"}, "max|mean",
+        "cv", "ours: C chosen on val / CV", "svc", {}, 1024, {}, {"h5": "first", "resampled": "fps"}, "max|mean",
         normalize=True, standardize=True, data="any benchmark",
         source="pcssl_train/eval/svm.py (this toolkit)", cite="pcssl_train/eval/svm.py"),
     "recon": SvmPreset(
-        "recon", "ReCon", "linearsvc", {"modelnet40": 0.075}, 1024, {"h5": "fps", "resampled": "fps"}, "recon",
+        "recon", "ReCon", "linearsvc", {"modelnet40": 0.075}, 1024, {}, {"h5": "fps", "resampled": "fps"}, "recon",
         normalize=True, standardize=False,
         data="modelnet40_normal_resampled, modelnet40_{train,test}_8192pts_fps.dat, FPS to 1024",
         source="qizekun/ReCon tools/runner_svm.py L37 LinearSVC(C=0.075), L62 npoints, L68/L81 misc.fps, L71/L83 "
                "base_model(points); models/transformer.py L667 token order, L672 feature; cfgs/svm/modelnet40.yaml "
                "npoints 1024; commit eb37728", cite="ReCon tools/runner_svm.py @eb37728",
         notes=("ReCon has no ScanObjectNN SVM config: other benchmarks use ModelNet40's C",
-               "clouds are normalized after sampling (official: pc_normalize on the 8192 cached points, then FPS)")),
+               "clouds are normalized after sampling (official: pc_normalize on the 8192 cached points, then FPS)",
+               "FPS starts at row 0 for train and test (official train loader shuffles first: a random start)")),
     "point-m2ae": SvmPreset(
-        "point-m2ae", "Point-M2AE", "svc", {"modelnet40": 0.012, "scanobjectnn": 0.042}, 1024,
+        "point-m2ae", "Point-M2AE", "svc", {"modelnet40": 0.012, "scanobjectnn": 0.042}, 1024, {"scanobjectnn": 2048},
         {"h5": "first", "resampled": "first"}, "max+mean", normalize=False, standardize=False,
         data="modelnet40_ply_hdf5_2048 (ModelNet40SVM: the first 1024 of 2048 points)",
         source="ZrrSkywalker/Point-M2AE tools/runner_test_svm.py L96 SVC(C=0.012, kernel='linear'), L169 C=0.042 "
                "(ScanObjectNN OBJ-BG), L71/L87 base_model(data, eval=True), commit 66a3e8f; models/Point_M2AE.py "
-               "L257-258 x_vis.mean(1) + x_vis.max(1)[0], commit c2e3d3f",
+               "L257-258 x_vis.mean(1) + x_vis.max(1)[0], commit c2e3d3f; ScanObjectNN: cfgs/linear-svm/scan_obj-bg.yaml "
+               "-> cfgs/dataset/Scan_OBJ-BG.yaml N_POINTS 2048 (every stored point), commit 154bd3f",
         cite="Point-M2AE tools/runner_test_svm.py @66a3e8f",
         notes=("Point-M2AE's feature is its last (64-token) level; here: the encoder's output tokens",)),
     "crosspoint": SvmPreset(
-        "crosspoint", "CrossPoint", "svc", {"modelnet40": 0.1, "scanobjectnn": 0.01}, 1024,
+        "crosspoint", "CrossPoint", "svc", {"modelnet40": 0.1, "scanobjectnn": 0.01}, 1024, {},
         {"h5": "first", "resampled": "first"}, "max|mean", normalize=False, standardize=False,
         data="modelnet40_ply_hdf5_2048 (ModelNet40SVM: the first 1024 of 2048 points)",
         source="MohamedAfham/CrossPoint train_crosspoint.py L167 SVC(C=0.1, kernel='linear'), L142/L158 "

@@ -107,6 +107,37 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, fn, 
     raises(load_data_pickle, path, match="not a readable")
 
 
+def _dtype_with_state(state: tuple) -> bytes:
+    """A pickle of dtype('f8') whose BUILD state is ``state`` (what a crafted file can say)."""
+    return (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87R" + pickle.dumps(state, protocol=2)[2:-1]
+            + b"b.")
+
+
+def test_numpys_own_rebuilders_cannot_make_what_the_reader_refuses(tmp_path):
+    """Allowed names used against the reader: ndarray called directly (object arrays, gigabytes from a few
+    bytes), dtype states that turn on the object flag or add fields, array states whose bytes do not
+    match their shape. Each is refused in one line; the plain versions load."""
+    path = tmp_path / "x.pkl"
+    assert loads_data(_dtype_with_state((3, "<", None, None, None, -1, -1, 0))) == np.dtype("f8")
+    for state, why in (((3, "<", None, None, None, -1, -1, 0x1B), "not plain"),          # object flags on f8
+                       ((3, "|", None, ("a",), {"a": (np.dtype("f8"), 10 ** 12)}, 8, 1, 0), "not plain")):
+        path.write_bytes(_dtype_with_state(state))
+        raises(load_data_pickle, path, match=f"not a readable|{why}")
+    ndarray_call = b"\x80\x02cnumpy\nndarray\nJ\x80\xf0\xfa\x02K\x06\x86X\x02\x00\x00\x00f4\x86R."
+    path.write_bytes(ndarray_call)                       # ndarray((50_000_000, 6), 'f4'): 1.2 GB from 40 bytes
+    raises(load_data_pickle, path, match="not a readable|not callable")
+    arr = pickle.dumps(np.zeros(4, np.float32), protocol=2)
+    assert loads_data(arr).tolist() == [0, 0, 0, 0]
+    short = arr.replace(b"X\x10\x00\x00\x00" + b"\x00" * 16, b"X\x08\x00\x00\x00" + b"\x00" * 8)  # 8 bytes, 4 float32
+    assert short != arr
+    path.write_bytes(short)
+    raises(load_data_pickle, path, match="not a readable|bytes do not match its shape")
+    path.write_bytes(pickle.dumps(np.array([None, 1], dtype=object), protocol=4))
+    raises(load_data_pickle, path, match="not a readable")
+    path.write_bytes(b"x,y,z\n1,2,3\n")                  # not a pickle at all
+    raises(load_data_pickle, path, match="not a readable")
+
+
 def test_crafted_dat_and_fold_via_cli_exit_2_and_run_nothing(tmp_path):
     marker = tmp_path / "ran"
     mn = tmp_path / "modelnet40_normal_resampled"
@@ -191,6 +222,10 @@ def test_modelnet10_h5_layout_and_layout_errors(tmp_path):
     ps = load_benchmark("modelnet10", root, "test", num_points=32)
     assert ps.points.shape == (4, 32, 3) and ps.class_names == class_names(10) and "first" in ps.origin
     raises(load_benchmark, "modelnet40", root, "test", match="shape_names.txt|lists 10 class names|expected 40")
+    (root / "shape_names.txt").unlink()      # no names, and labels of 40 classes: not ModelNet10
+    with h5py.File(root / "ply_data_test0.h5", "r+") as f:
+        f["label"][0] = 37
+    raises(load_benchmark, "modelnet10", root, "test", match="labels go up to 37|ModelNet10's 10 classes")
     other = tmp_path / "other"
     write_resampled(other, classes=10, rows=32)
     raises(load_benchmark, "modelnet40", other, "test", match="not a ModelNet40 folder|use -b modelnet10")
@@ -218,6 +253,21 @@ def test_modelnet_bad_files_are_one_line_errors(tmp_path):
     (root / "modelnet40_train_8192pts_fps.dat").write_bytes(pickle.dumps({"points": 1}))
     raises(load_benchmark, "modelnet40", root, "train", match="expected [list of point arrays, list of labels]")
     assert parse_rows(Path("x.txt"), "1,2,3\n4,5,6\n").shape == (2, 3)
+    for row, why in (("1e40,0,0,0,0,1", "not a finite number"), ("1_0,0,0,0,0,1", "not numbers"),
+                     ("nan,0,0,0,0,1", "not a finite number")):
+        raises(parse_rows, Path("x.txt"), "0,0,0,0,0,1\n" + row + "\n", match=f"x.txt|line 2|{why}")
+    # a cache whose clouds are not finite, or ragged
+    root2 = tmp_path / "mn2"
+    truth = write_resampled(root2, rows=32)
+    items = truth[(40, "test")]
+    bad_pts = [p.copy() for _, _, p in items]
+    bad_pts[3][5, 1] = np.nan
+    with open(root2 / "modelnet40_test_32pts_fps.dat", "wb") as fh:
+        pickle.dump([bad_pts, [np.array([lab]).astype(np.int32) for _, lab, _ in items]], fh)
+    raises(load_benchmark, "modelnet40", root2, "test", num_points=8, match="entry 3|NaN or infinite")
+    with open(root2 / "modelnet40_test_32pts_fps.dat", "wb") as fh:
+        pickle.dump([[[[1.0, 2.0, 3.0], [1.0, 2.0]]], [np.array([0]).astype(np.int32)]], fh)
+    raises(load_benchmark, "modelnet40", root2, "test", num_points=8, match="entry 0|ragged")
 
 
 # --- official few-shot folds ------------------------------------------------------------------
@@ -381,9 +431,20 @@ def test_report_puts_our_rows_beside_the_published_ones(tmp_path):
         write_folds(folds, w, k, folds=2, rows=1030, queries=2)
     enc = tmp_path / "enc.pt"
     _export_tiny(enc)
+    sonn = tmp_path / "h5_files"
+    (sonn / "main_split").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    import h5py
+
+    for split, n in (("training", 30), ("test", 15)):
+        with h5py.File(sonn / "main_split" / f"{split}_objectdataset.h5", "w") as f:
+            f["data"] = rng.standard_normal((n, 2048, 3)).astype(np.float32)
+            f["label"] = (np.arange(n) % 15).astype(np.int64)
     out = tmp_path / "report"
-    r = cli("report", str(enc), "--modelnet40", str(mn), "--folds", str(folds), "-o", str(out), "--no-progress")
+    r = cli("report", str(enc), "--modelnet40", str(mn), "--folds", str(folds), "--scanobjectnn", str(sonn), "-o",
+            str(out), "--no-progress")
     assert r.returncode == 0, r.stderr
+    assert "## ScanObjectNN, linear SVM" in r.stdout and "| row | obj_bg/cv | obj_bg/point-m2ae |" in r.stdout
     md = (out / "report.md").read_text()
     assert "| point-mae (this run) |" in md and "| point-mae (random init) |" in md
     assert "| Point-MAE (published) | – | – | – | – | 91.0 [1a] | 96.3 ± 2.5 [1b] | 97.8 ± 1.8 [1b] | 92.6 ± 4.1 [1b] " \
@@ -395,6 +456,8 @@ def test_report_puts_our_rows_beside_the_published_ones(tmp_path):
     assert ("point-mae (this run)", "fewshot 5w10s") in ours and ("point-mae (this run)", "fewshot 5w20s") not in ours
     rep = json.loads((out / "report.json").read_text())
     assert rep["rows"][0]["fewshot"]["5w10s"]["n"] == 2
+    assert rep["rows"][0]["scanobjectnn"]["obj_bg/point-m2ae"]["C"] == 0.042   # Point-M2AE's ScanObjectNN C
+    assert "main_split_nobg" in rep["rows"][0]["scanobjectnn"]["skipped"][0]      # OBJ-ONLY not given: said
     one_line_error(cli("report", str(enc), "--modelnet40", str(tmp_path / "nope"), "-o", str(out)),
                    "--modelnet40", "no such folder")
     (tmp_path / "afile").write_text("x")
@@ -448,6 +511,10 @@ def test_pretrain_on_shapenet55_export_and_modelnet_folders(rendered, tmp_path):
     r = cli("pretrain", "-c", "mm-point-tiny", "-d", str(mn), "-o", str(tmp_path / "run-mm"), "--no-progress")
     one_line_error(r, "mm-point learns from images and cameras", "cma-build dataset")
     assert not (tmp_path / "run-mm").exists()
+    # resuming on other data is refused (the run's data.json says what it started on)
+    r = cli("pretrain", "-c", "point-mae-tiny", "-d", str(mn), "-o", str(run), "--set", "optim.epochs=1",
+            "--no-progress")
+    one_line_error(r, "was started on ShapeNet-55 point folder", "resume with the same data")
     (exported / "ShapeNet-55" / "train.txt").write_text("02691156-../../x.npy\n")
     r = cli("pretrain", "-c", "point-mae-tiny", "-d", str(exported), "-o", str(tmp_path / "run-bad"), "--set",
             "data.split=train", "--no-progress")
