@@ -167,11 +167,7 @@ class CmaDataset(torch.utils.data.Dataset):
 
     # --- samples --------------------------------------------------------------------------
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
-        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} out of range (dataset of {len(self)})")
-        rng = np.random.default_rng([self.seed, int(epoch), i])
+        i, rng = T.item_rng(item, self.epoch, self.seed, len(self))
         out = getattr(self, f"_{self.kind}")(i, rng)
         out["label"] = torch.tensor(self.labels[i])
         out["index"] = torch.tensor(i, dtype=torch.int64)

@@ -213,11 +213,7 @@ class PointFolderDataset(torch.utils.data.Dataset):
         return pts[idx]
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
-        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
-        i = int(i)
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample {i} out of range (dataset of {len(self)})")
-        rng = np.random.default_rng([self.seed, int(epoch), i])
+        i, rng = T.item_rng(item, self.epoch, self.seed, len(self))
         pts = self._sample(i, rng)
         s, t = normalize_params(pts)
         A, t = s * np.eye(3), t

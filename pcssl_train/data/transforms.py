@@ -135,3 +135,13 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, brightness: float, c
         out *= f
         out += (1 - f) * gray
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def item_rng(item, epoch: int, seed: int, size: int) -> tuple[int, np.random.Generator]:
+    """(index, generator) of a dataset item ``i`` or ``(epoch, i)``: a sample's randomness depends only
+    on (seed, epoch, index)."""
+    epoch, i = item if isinstance(item, tuple) else (epoch, item)
+    i = int(i)
+    if not 0 <= i < size:
+        raise IndexError(f"sample {i} out of range (dataset of {size})")
+    return i, np.random.default_rng([seed, int(epoch), i])

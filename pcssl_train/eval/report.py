@@ -47,8 +47,9 @@ PUBLISHED = [
                        "fold on the official ModelNetFewshot folds (cfgs/fewshot.yaml), mean ± std over 10 folds"},
     {"row": "MM-Point (published)", "method": "mm-point",
      "svm": 92.4,
-     "svm_source": "MM-Point paper (../shared/seeds/001): 92.4 % on ModelNet40 after pretraining on ShapeNet, "
-                   "'linear probing or fine-tuning'; the seed gives neither the SVM's C nor the sampling",
+     "svm_source": "MM-Point paper (../shared/seeds/001): 92.4 % on ModelNet40 after 'pre-training on unlabeled 3D "
+                   "datasets followed by linear probing or fine-tuning'; the seed names neither the pretraining "
+                   "data nor the classifier's C or sampling",
      "fewshot": {}, "fewshot_source": ""},
 ]
 

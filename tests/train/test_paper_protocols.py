@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from benchmark_files import class_names, write_dat, write_folds, write_resampled, write_shapenet55
 from conftest import BIN, REPO
-from pcssl_train.errors import TrainError
 from pcssl_train.eval.fewshot import support_query_accuracy
 from pcssl_train.eval.fewshot_folds import available, read_folds
 from pcssl_train.eval.modelnet_files import parse_rows
@@ -30,6 +29,7 @@ from pcssl_train.eval.readers import load_benchmark
 from pcssl_train.eval.safe_pickle import load_data_pickle, loads_data
 from pcssl_train.eval.svm_presets import PRESETS, pool, token_features
 from pcssl_train.ops.reference import farthest_point_sample_ref
+from test_readers import raises
 
 FIXTURE = Path(os.environ.get("CMA_POINT_MAE_FIXTURE", REPO.parent / "shared" / "fixtures" / "point-mae-official"))
 needs_fixture = pytest.mark.skipif(not (FIXTURE / "expected.json").is_file(),
@@ -47,16 +47,6 @@ def one_line_error(r: subprocess.CompletedProcess, *parts: str) -> str:
     for p in parts:
         assert p in lines[0], lines[0]
     return lines[0]
-
-
-def raises(fn, *args, match: str, **kwargs) -> str:
-    with pytest.raises(TrainError) as err:
-        fn(*args, **kwargs)
-    msg = str(err.value)
-    assert "\n" not in msg, msg
-    for part in match.split("|"):
-        assert part in msg, msg
-    return msg
 
 
 # --- pickles: plain data only -----------------------------------------------------------------
