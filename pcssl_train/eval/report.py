@@ -27,7 +27,7 @@ from ..errors import TrainError
 from .features import load_spec
 from .fewshot import few_shot, support_query_accuracy
 from .svm import linear_svm
-from .svm_presets import PRESETS, fixed_svm, token_features
+from .svm_presets import POOLINGS, PRESETS, fixed_svm, token_features
 
 FEWSHOT = ((5, 10), (5, 20), (10, 10), (10, 20))
 SVM_PRESETS = ("cv", "recon", "point-m2ae", "crosspoint")
@@ -87,8 +87,9 @@ def _pct(x):
 def _svm(enc, preset, benchmark, train, test, seed, device, cache, tag) -> dict:
     def feats(ps, pooling, normalize):
         key = (tag, ps.name, ps.origin, pooling, normalize)
-        if key not in cache:
-            cache[key] = token_features(enc, ps.points, pooling, normalize, device=device)
+        if key not in cache:   # one encoder pass gives every pooling of these clouds
+            for k, v in token_features(enc, ps.points, POOLINGS, normalize, device=device).items():
+                cache[(tag, ps.name, ps.origin, k, normalize)] = v
         return cache[key]
 
     if preset.name == "cv":

@@ -136,17 +136,22 @@ def pool(global_tokens: torch.Tensor | None, local: torch.Tensor, pooling: str) 
 
 
 @torch.no_grad()
-def token_features(encoder: torch.nn.Module, points: np.ndarray, pooling: str = "max|mean", normalize: bool = True,
-                   batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
+def token_features(encoder: torch.nn.Module, points: np.ndarray, pooling="max|mean", normalize: bool = True,
+                   batch_size: int = 64, device: str | torch.device = "cpu"):
     """(N, D) float32 features of (N, P, 3) clouds: ``encoder.forward_tokens`` pooled by ``pooling``,
-    clouds normalized first when ``normalize``; eval mode."""
+    clouds normalized first when ``normalize``; eval mode. ``pooling`` a tuple: {pooling: features},
+    every one from the same single pass of the encoder."""
+    many = isinstance(pooling, (tuple, list))
+    kinds = tuple(pooling) if many else (pooling,)
     encoder = encoder.to(device).eval()
     clouds = normalize_clouds(points) if normalize else np.ascontiguousarray(points, dtype=np.float32)
-    feats = []
+    feats: dict = {k: [] for k in kinds}
     for i in range(0, len(clouds), batch_size):
         g, loc = encoder.forward_tokens(torch.from_numpy(clouds[i:i + batch_size]).to(device))
-        feats.append(pool(g, loc, pooling).float().cpu())
-    return torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32)
+        for k in kinds:
+            feats[k].append(pool(g, loc, k).float().cpu())
+    out = {k: torch.cat(v).numpy() if v else np.zeros((0, 0), np.float32) for k, v in feats.items()}
+    return out if many else out[kinds[0]]
 
 
 def fixed_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, classifier: str,

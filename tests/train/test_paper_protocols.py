@@ -27,7 +27,7 @@ from pcssl_train.eval.modelnet_files import parse_rows
 from pcssl_train.eval.protocols import run_protocol
 from pcssl_train.eval.readers import load_benchmark
 from pcssl_train.eval.safe_pickle import load_data_pickle, loads_data
-from pcssl_train.eval.svm_presets import PRESETS, pool, token_features
+from pcssl_train.eval.svm_presets import POOLINGS, PRESETS, pool, token_features
 from pcssl_train.ops.reference import farthest_point_sample_ref
 from test_readers import raises
 
@@ -373,6 +373,8 @@ def test_every_preset_feature_matches_the_official_encoder_tokens():
     for name, preset in PRESETS.items():
         got = token_features(enc, points, preset.pooling, preset.normalize)
         np.testing.assert_allclose(got, want[name].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+        one_pass = token_features(enc, points, POOLINGS, preset.normalize)[preset.pooling]   # what report uses
+        np.testing.assert_array_equal(one_pass, got)
     # with a cls token (the fine-tuned PointTransformer): ReCon's first half is the max over global tokens
     cls = torch.randn(4, 1, 96)
     torch.testing.assert_close(pool(cls, tokens, "recon"), torch.cat([cls[:, 0], tokens.amax(1) + tokens.mean(1)], -1))
