@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cma_builder.geometry.normalize import normalize_clouds
 
 from ..errors import TrainError
 from ..models import create_model, point_encoders
@@ -90,13 +89,10 @@ def pooled(encoder: torch.nn.Module, xyz: torch.Tensor) -> torch.Tensor:
     return encoder.forward_features(xyz)
 
 
-@torch.no_grad()
 def extract_features(encoder: torch.nn.Module, points: np.ndarray, batch_size: int = 64,
                      device: str | torch.device = "cpu") -> np.ndarray:
-    """Pooled features (N, D) float32 of (N, P, 3) clouds, in eval mode."""
-    encoder = encoder.to(device).eval()
-    clouds = normalize_clouds(points)
-    feats = []
-    for i in range(0, len(clouds), batch_size):
-        feats.append(pooled(encoder, torch.from_numpy(clouds[i:i + batch_size]).to(device)).float().cpu())
-    return torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32)
+    """Pooled features (N, D) float32 of (N, P, 3) clouds, in eval mode: normalized clouds, [max ; mean]
+    over the encoder's tokens (``svm_presets.token_features``, the pooling of ``forward_features``)."""
+    from .svm_presets import token_features
+
+    return token_features(encoder, points, "max|mean", True, batch_size, device)

@@ -124,3 +124,14 @@ def read_folds(folder: Path, ways: int, shots: int, num_points: int = 1024, samp
                progress: bool | None = False) -> list[Fold]:
     """Every fold of one setting's folder (``<ways>way_<shots>shot``)."""
     return [read_fold(p, ways, shots, num_points, sampling, progress) for _, p in fold_files(Path(folder))]
+
+
+def fold_accuracies(encoder, folds: list[Fold], device="cpu", seed: int = 0) -> list[float]:
+    """Per fold: the frozen-feature few-shot SVM (``fewshot.support_query_accuracy``: standardized
+    [max ; mean] features, C = 0.1) fit on the support set, its accuracy on the queries."""
+    from .features import extract_features
+    from .fewshot import support_query_accuracy
+
+    return [support_query_accuracy(extract_features(encoder, f.train_points, device=device), f.train_labels,
+                                   extract_features(encoder, f.test_points, device=device), f.test_labels, 0.1, seed)
+            for f in folds]

@@ -12,7 +12,7 @@ from cma_builder.atomic import atomic_write
 
 from ..errors import TrainError
 from .features import extract_features, load_spec
-from .fewshot import few_shot, support_query_accuracy
+from .fewshot import few_shot
 from .finetune import FinetuneConfig, finetune_classifier
 from .readers import load_benchmark, modelnet_layout
 from .svm import c_choice, linear_svm
@@ -167,7 +167,7 @@ def fewshot_on_folds(spec, folds, ways, shots, num_points: int, sampling: str, s
     """Few-shot on the official folds: per fold, the SVM of :func:`few_shot` (standardized features,
     C = 0.1) fit on the fold's support set and scored on its queries; mean ± std (numpy's, ddof 0)
     over the folds of each setting present in FOLDS and asked for by --ways / --shots."""
-    from .fewshot_folds import available, read_folds
+    from .fewshot_folds import available, fold_accuracies, read_folds
 
     enc = spec.build(seed)
     have = available(folds)
@@ -177,12 +177,8 @@ def fewshot_on_folds(spec, folds, ways, shots, num_points: int, sampling: str, s
             if (w, k) not in have:
                 skipped.append(f"{w}-way {k}-shot: no {w}way_{k}shot folder in {folds}")
                 continue
-            accs = []
-            for fold in read_folds(have[(w, k)], w, k, num_points, sampling, progress):
-                fs = extract_features(enc, fold.train_points, device=device)
-                fq = extract_features(enc, fold.test_points, device=device)
-                accs.append(support_query_accuracy(fs, fold.train_labels, fq, fold.test_labels, 0.1, seed))
-            accs = np.array(accs)
+            accs = np.array(fold_accuracies(enc, read_folds(have[(w, k)], w, k, num_points, sampling, progress),
+                                            device, seed))
             rows.append({"protocol": "fewshot", "ways": w, "shots": k, "trials": len(accs), "folds": "official",
                          "C": 0.1, "mean": float(accs.mean()), "std": float(accs.std()),
                          "accuracies": [float(a) for a in accs], "min_queries_per_class": None})

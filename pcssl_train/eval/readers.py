@@ -125,6 +125,17 @@ def _first_points(points: np.ndarray, num_points: int | None, source: Path) -> n
     return points[:, :num_points]
 
 
+def _cut(points: np.ndarray, num_points: int | None, sampling: str, source: Path) -> tuple[np.ndarray, str]:
+    """The h5 clouds cut to ``num_points`` by ``sampling`` (None: all stored points), and the words that
+    say how (for ``PointSet.origin``)."""
+    from .modelnet_files import SAMPLINGS, sample_clouds
+
+    if num_points is not None and sampling == "fps":
+        points = sample_clouds(list(points), num_points, "fps", source)
+    n = points.shape[1] if num_points is None else num_points
+    return _first_points(points, num_points, source), f"{n} points, {sampling}: {SAMPLINGS[sampling]}"
+
+
 def _check_labels(labels: np.ndarray, class_names: list[str], source: Path) -> None:
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise TrainError(f"{source}: labels must be 0..{len(class_names) - 1}, found "
@@ -182,7 +193,7 @@ def read_modelnet40(root, split: str, num_points: int | None = None, classes: in
                     sampling: str = "first") -> PointSet:
     """ModelNet40 (``modelnet40_ply_hdf5_2048``; ModelNet10 in the same layout with ``classes=10``) split
     "train" or "test"; ids ``"<h5 name>:<row>"``. ``sampling`` "first" (the official h5 loaders) or "fps"."""
-    from .modelnet_files import SAMPLINGS, check_sampling, sample_clouds
+    from .modelnet_files import check_sampling
 
     root = _folder(root)
     _check_split(split, ("train", "test"), f"ModelNet{classes}")
@@ -198,12 +209,9 @@ def read_modelnet40(root, split: str, num_points: int | None = None, classes: in
     points, labels = np.concatenate(points), np.concatenate(labels)
     class_names = _modelnet_names(root, labels, classes)
     _check_labels(labels, class_names, root)
-    if num_points is not None and sampling == "fps":
-        points = sample_clouds(list(points), num_points, "fps", root)
-    n = points.shape[1] if num_points is None else num_points
-    return PointSet(_first_points(points, num_points, root), labels, class_names, ids=ids,
-                    name=f"modelnet{classes}/{split}",
-                    origin=f"{root.name} (h5), {n} points, {sampling}: {SAMPLINGS[sampling]}")
+    points, how = _cut(points, num_points, sampling, root)
+    return PointSet(points, labels, class_names, ids=ids, name=f"modelnet{classes}/{split}",
+                    origin=f"{root.name} (h5), {how}")
 
 
 def modelnet_layout(root, classes: int = 40) -> str:
@@ -268,7 +276,7 @@ def read_scanobjectnn(root, variant: str, split: str, num_points: int | None = N
                       sampling: str = "first") -> PointSet:
     """ScanObjectNN variant ("obj_bg", "obj_only", "pb_t50_rs" or OBJ-BG, ...) split "train" or "test";
     ``sampling`` "first" (the official loaders) or "fps" to ``num_points``."""
-    from .modelnet_files import SAMPLINGS, check_sampling, sample_clouds
+    from .modelnet_files import check_sampling
 
     root = _folder(root)
     variant = scanobjectnn_variant(variant)
@@ -277,12 +285,9 @@ def read_scanobjectnn(root, variant: str, split: str, num_points: int | None = N
     path = _scanobjectnn_file(root, variant, split)
     points, labels = _read_h5(path)
     _check_labels(labels, SCANOBJECTNN_CLASSES, path)
-    if num_points is not None and sampling == "fps":
-        points = sample_clouds(list(points), num_points, "fps", path)
-    n = points.shape[1] if num_points is None else num_points
-    return PointSet(_first_points(points, num_points, path), labels, list(SCANOBJECTNN_CLASSES),
-                    ids=[f"{path.name}:{i}" for i in range(len(points))], name=f"scanobjectnn-{variant}/{split}",
-                    origin=f"{path.name}, {n} points, {sampling}: {SAMPLINGS[sampling]}")
+    points, how = _cut(points, num_points, sampling, path)
+    return PointSet(points, labels, list(SCANOBJECTNN_CLASSES), ids=[f"{path.name}:{i}" for i in range(len(points))],
+                    name=f"scanobjectnn-{variant}/{split}", origin=f"{path.name}, {how}")
 
 
 # --- ShapeNetPart -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from cma_builder.atomic import atomic_write
 
 from ..errors import TrainError
 from .features import load_spec
-from .fewshot import few_shot, support_query_accuracy
+from .fewshot import few_shot
 from .svm import linear_svm
 from .svm_presets import POOLINGS, PRESETS, fixed_svm, token_features
 
@@ -47,7 +47,7 @@ PUBLISHED = [
                        "fold on the official ModelNetFewshot folds (cfgs/fewshot.yaml), mean ± std over 10 folds"},
     {"row": "MM-Point (published)", "method": "mm-point",
      "svm": 92.4,
-     "svm_source": "MM-Point paper (../shared/seeds/001): 92.4 % on ModelNet40 after 'pre-training on unlabeled 3D "
+     "svm_source": "MM-Point paper (the project's seed paper 001): 92.4 % on ModelNet40 after 'pre-training on unlabeled 3D "
                    "datasets followed by linear probing or fine-tuning'; the seed names neither the pretraining "
                    "data nor the classifier's C or sampling",
      "fewshot": {}, "fewshot_source": ""},
@@ -130,7 +130,7 @@ def run_record(source: Path) -> dict:
 
 def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str = "last", random_init: bool = True,
                  seed: int = 0, device: str | None = None, progress: bool | None = None, log=print) -> dict:
-    from .fewshot_folds import available, read_folds
+    from .fewshot_folds import available, fold_accuracies, read_folds
     from .readers import read_scanobjectnn
 
     t0 = time.perf_counter()
@@ -163,9 +163,7 @@ def build_report(run, modelnet40, out, scanobjectnn=None, folds=None, which: str
             if folds is not None:
                 if (w, k) not in folds_read:
                     continue
-                accs = [support_query_accuracy(token_features(enc, f.train_points, device=device), f.train_labels,
-                                               token_features(enc, f.test_points, device=device), f.test_labels,
-                                               0.1, seed) for f in folds_read[(w, k)]]
+                accs = fold_accuracies(enc, folds_read[(w, k)], device, seed)
                 row["fewshot"][f"{w}w{k}s"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)),
                                                "n": len(accs), "episodes": "official folds"}
             else:
