@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import click
@@ -485,6 +486,109 @@ def preview(dataset: Path, out: Path, ids: tuple[str, ...], n: int, seed: int, m
     paths = run_preview(dataset, out, wanted or None, n=n, seed=seed, max_views=max_views)
     click.echo(f"Wrote {len(paths) - 1} contact sheets and a category grid:")
     click.echo("\n".join(f"  {p}" for p in paths))
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--objects", "ids", multiple=True, metavar="ID",
+              help="Model ids or synset/model ids to show (repeatable, or comma-separated).")
+@click.option("--n", "n", default=3, show_default=True, type=int, callback=AT_LEAST_1,
+              help="Without --objects: this many objects, round-robin across categories.")
+@click.option("--seed", default=0, show_default=True, type=int, callback=AT_LEAST_0, help="Which objects --n picks.")
+@click.option("--views", help="Only these views, e.g. 0,3,6 [default: all].")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="The Rerun recording to write (.rrd); open it with: rerun FILE.rrd")
+@click.option("--source", type=click.Path(path_type=Path),
+              help="The collection the dataset was rendered from: also show each object's source mesh "
+                   "(read as validate --source reads it).")
+@click.option("--layout", type=click.Choice(list(LAYOUTS)),
+              help="The source's layout [default: the one the dataset records].")
+@click.option("--serve", is_flag=True,
+              help="Serve the recording with Rerun's web viewer (for a remote machine, over SSH).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="--serve: the address to listen on (0.0.0.0 publishes the data to the network).")
+@click.option("--web-port", default=9090, show_default=True, type=int, callback=_number(1, 65535),
+              help="--serve: the web viewer's HTTP port.")
+@click.option("--grpc-port", default=9876, show_default=True, type=int, callback=_number(1, 65535),
+              help="--serve: the port the viewer reads the data from.")
+def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | None, out: Path | None,
+         source: Path | None, layout: str | None, serve: bool, host: str, web_port: int, grpc_port: int) -> None:
+    """Look at objects in 3D with Rerun: cameras, images, depth and points in one frame.
+
+    Writes a Rerun recording in which each chosen object has, in its own dataset frame, every
+    camera as a pinhole with the stored K, resolution and world_to_cam and its RGB, depth and
+    mask under it; the fused cloud in the colours of the pixels it came from; and per camera
+    the points its stored visibility flags call visible (select a camera: they light up, and
+    they sit on its image). With --source, the source mesh too. Open it with `rerun FILE.rrd`
+    (pip install 'cma-toolkit[view]'), or --serve it to a browser through an SSH tunnel.
+    docs/VIEWING.md says how the conventions map and what each entity is.
+
+    \b
+    Example:
+      cma-build view out/demo/dataset --objects 37bc1e68a1cf27757033fbd531016542 --out chair.rrd
+      rerun chair.rrd
+      cma-build view shapenet-cma --n 4 --views 0,3,6,9 --source ~/data/ShapeNetCore.v2 --out sample.rrd
+      cma-build view shapenet-cma --objects 03001627/1a6f615e8b1b5ae4dbbc9440457e303e --serve
+    """
+    from cma_builder.extras import require
+
+    require("view", "cma-build view")
+    if out is None and not serve:
+        raise click.UsageError("say where the recording goes: --out FILE.rrd, or --serve (or both)")
+    if not serve and (host, web_port, grpc_port) != ("127.0.0.1", 9090, 9876):
+        raise CmaError("--host, --web-port and --grpc-port apply to --serve")
+    if out is not None:
+        check_output_file(out, "--out", "view.rrd")
+    if source is not None:
+        require("validate", "cma-build view --source")
+    from cma_builder.checks.preview import choose
+    from cma_builder.format.reader import DatasetReader
+    from cma_builder.view.recording import parse_views, write_recording
+
+    wanted_views = parse_views(views)
+    reader = DatasetReader.open(dataset)
+    wanted = [i for item in ids for i in _split_list(item) or []]
+    objs = choose(reader, wanted or None, n=n, seed=seed)
+    reader.verify(objs)
+    meshes = _source_meshes(reader, objs, source, layout) if source is not None else None
+    if serve:
+        from cma_builder.view.serve import check_port
+
+        check_port(host, web_port, "--web-port")
+        check_port(host, grpc_port, "--grpc-port")
+    with tempfile.TemporaryDirectory(prefix="cma-view-") as folder:
+        target = out if out is not None else Path(folder) / "view.rrd"
+        written = write_recording(reader, objs, target, wanted_views, meshes)
+        plural = "s" if len(objs) != 1 else ""
+        click.echo(f"Wrote {written.path}: {len(objs)} object{plural}, {written.views} cameras, {written.points} fused "
+                   "points" + (f", {written.mesh_triangles} source triangles" if meshes is not None else ""))
+        if not serve:
+            click.echo(f"Open it with: rerun {written.path}")
+            return
+        from cma_builder.view.serve import serve as run_serve
+
+        code = run_serve(written.path, host, web_port, grpc_port, echo=click.echo)
+    if code:
+        raise SystemExit(code)
+
+
+def _source_meshes(reader, objs, source: Path, layout: str | None) -> dict:
+    """Each object's source mesh in the dataset frame, read as validate --source reads it."""
+    import numpy as np
+
+    from cma_builder.checks.source_mesh import dataset_mesh
+    from cma_builder.checks.validate import open_collection, source_objects
+
+    collection = open_collection(reader, source, layout)
+    found = source_objects(collection, {(o.synset_id, o.model_id) for o in objs})
+    meshes = {}
+    for obj in objs:
+        src = found.get((obj.synset_id, obj.model_id))
+        if src is None or not src.path.is_file():
+            raise CmaError(f"--source: {obj.key} not found in {collection.root}")
+        to_world = reader.load(obj, ["source_to_world"]).get("source_to_world", np.eye(4))
+        meshes[(obj.synset_id, obj.model_id)] = dataset_mesh(src, to_world, collection.root)
+    return meshes
 
 
 @cli.command()

@@ -8,7 +8,7 @@ import importlib.util
 from cma_builder.errors import CmaError
 
 EXTRAS = {"render": ("bpy", "numba", "open3d", "imageio"), "validate": ("open3d", "trimesh", "DracoPy"),
-          "ray": ("ray",),
+          "ray": ("ray",), "view": ("rerun", "rerun_cli"),
           "train": ("torch", "sklearn", "h5py")}
 
 

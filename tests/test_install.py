@@ -1,5 +1,5 @@
-"""Installs that fit the node: pcssl-train and the dataset reader run with Blender, open3d, numba
-and Ray unimportable (as after ``pip install 'cma-toolkit[train]'``), and the commands that need
+"""Installs that fit the node: pcssl-train and the dataset reader run with Blender, open3d, numba,
+Ray and Rerun unimportable (as after ``pip install 'cma-toolkit[train]'``), and the commands that need
 an extra say which one in one line. Store-level interop: xarray and dask open the shards."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import zarr
 
 from conftest import REPO, index_rows
 
-BLOCKED = ("bpy", "open3d", "numba", "ray")
+BLOCKED = ("bpy", "open3d", "numba", "ray", "rerun", "rerun_cli")
 
 # Run as `python -c prelude() + code`: any import of a blocked module fails like a missing package.
 def prelude(blocked: tuple[str, ...] = BLOCKED) -> str:
@@ -69,6 +69,7 @@ def test_pcssl_train_imports_and_trains_without_blender_open3d_numba_ray(rendere
 @pytest.mark.parametrize("args, extra", [
     (["render", "--shapenet", "TREE", "--out", "OUT"], "[render]"),
     (["validate", "DS", "--shapenet", "TREE"], "[validate]"),
+    (["view", "DS", "--out", "OUT"], "[view]"),
 ])
 def test_commands_name_their_extra(args, extra, rendered, synth_tree, tmp_path):
     args = [str(synth_tree) if a == "TREE" else str(tmp_path / "out") if a == "OUT" else str(rendered) if a == "DS"

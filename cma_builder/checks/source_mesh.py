@@ -39,3 +39,17 @@ def read_source_mesh(path: str | Path, fmt: str, root: str | Path | None = None)
     if not verts:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
     return np.concatenate(verts), np.concatenate(tris)
+
+
+def dataset_mesh(obj, source_to_world: np.ndarray, root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, triangles) of a scanned object's (a SourceObject's) source file read without Blender, in the
+    dataset frame: ShapeNet OBJs by open3d (their frame is the dataset's), other files by :func:`read_source_mesh`
+    carried by the object's stored ``source_to_world``."""
+    if not obj.normalise and obj.fmt == "obj":
+        from cma_builder.geometry.raycast import read_obj
+
+        return read_obj(str(obj.path))
+    from cma_builder.source.base import apply_transform
+
+    vertices, triangles = read_source_mesh(obj.path, obj.fmt, root)
+    return apply_transform(source_to_world, vertices), triangles

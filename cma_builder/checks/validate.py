@@ -188,16 +188,12 @@ def _init(root: str, sources: dict | None, source_root: Path | None = None) -> N
 
 
 def source_mesh(obj: SourceObject, source_to_world: np.ndarray, root: Path | None = None):
-    """A ray caster of the object's source file read without Blender (ShapeNet OBJs by open3d, other
-    files by trimesh or our OFF reader), carried into the dataset frame by ``source_to_world``."""
-    from cma_builder.checks.source_mesh import read_source_mesh
+    """A ray caster of the object's source file read without Blender, in the dataset frame
+    (:func:`~cma_builder.checks.source_mesh.dataset_mesh`)."""
+    from cma_builder.checks.source_mesh import dataset_mesh
     from cma_builder.geometry.raycast import MeshRaycaster
-    from cma_builder.source.base import apply_transform
 
-    if not obj.normalise and obj.fmt == "obj":  # ShapeNet: the dataset frame is the OBJ's
-        return MeshRaycaster.from_obj(str(obj.path))
-    vertices, triangles = read_source_mesh(obj.path, obj.fmt, root)
-    return MeshRaycaster(apply_transform(source_to_world, vertices), triangles)
+    return MeshRaycaster(*dataset_mesh(obj, source_to_world, root))
 
 
 def _check_one(obj: ObjectRef) -> list[tuple]:
@@ -220,6 +216,21 @@ def _check_one(obj: ObjectRef) -> list[tuple]:
     return values
 
 
+def open_collection(reader: DatasetReader, source: str | os.PathLike, layout: str | None = None):
+    """The collection ``source`` a dataset was rendered from, of the dataset's recorded layout unless
+    ``layout`` says otherwise (a clear error for a wrong root, before any work)."""
+    return open_source(source, layout or reader.attrs.get("source", {}).get("layout", "shapenet"))
+
+
+def source_objects(collection, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], SourceObject]:
+    """The collection's scanned objects of the (synset id, model id) keys ``wanted``."""
+    sources = {o.key: o for o in collection.objects() if o.key in wanted}
+    if wanted and not sources:
+        raise CmaError(f"{collection.root}: holds none of the dataset's objects as a {collection.layout} collection "
+                       "(pass the collection the dataset was rendered from, or its --layout)")
+    return sources
+
+
 def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, source: str | None = None,
              thresholds: dict[str, float] | None = None, workers: int | None = None,
              show_progress: bool = True, layout: str | None = None) -> Report:
@@ -235,7 +246,7 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
     reader = DatasetReader.open(path)
     collection = None
     if source is not None:  # clear errors for a wrong root, before any work
-        collection = open_source(source, layout or reader.attrs.get("source", {}).get("layout", "shapenet"))
+        collection = open_collection(reader, source, layout)
     rows = reader.index_rows()
     report = Report(reader.root, thresholds or parse_thresholds([]), geometry=source is not None)
     version = reader.attrs["settings"].get("format_version", 0)
@@ -255,11 +266,7 @@ def validate(path: str | os.PathLike, sample: int | None = None, seed: int = 0, 
     report.objects_checked = len(objs)
     sources = None
     if collection is not None:
-        wanted = {(o.synset_id, o.model_id) for o in objs}
-        sources = {o.key: o for o in collection.objects() if o.key in wanted}
-        if wanted and not sources:
-            raise CmaError(f"{collection.root}: holds none of the dataset's objects as a {collection.layout} collection "
-                           "(pass the collection the dataset was rendered from, or its --layout)")
+        sources = source_objects(collection, {(o.synset_id, o.model_id) for o in objs})
     workers = max(1, min(workers or os.cpu_count() or 1, len(objs) // 2 or 1))
     bar = progress(desc="validate", unit="obj", total=len(objs), enabled=show_progress)
     if workers == 1:

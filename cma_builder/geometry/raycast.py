@@ -32,8 +32,7 @@ class MeshRaycaster:
     @classmethod
     def from_obj(cls, path: str, threads: int = 0) -> "MeshRaycaster":
         """The OBJ's triangles as open3d reads them (independent of Blender)."""
-        legacy = _o3d().io.read_triangle_mesh(str(path), enable_post_processing=False)
-        return cls(np.asarray(legacy.vertices), np.asarray(legacy.triangles), threads)
+        return cls(*read_obj(path), threads)
 
     def distance(self, points: np.ndarray) -> np.ndarray:
         """Unsigned distance of each point to the nearest triangle."""
@@ -49,3 +48,9 @@ class MeshRaycaster:
         hit = self._scene.cast_rays(self._core.Tensor(rays), nthreads=self.threads)
         self.seconds += time.perf_counter() - start
         return hit["t_hit"].numpy().astype(np.float64)
+
+
+def read_obj(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (N, 3) float64, triangles (T, 3) int64) of an OBJ as open3d reads it (independent of Blender)."""
+    legacy = _o3d().io.read_triangle_mesh(str(path), enable_post_processing=False)
+    return np.asarray(legacy.vertices, dtype=np.float64), np.asarray(legacy.triangles, dtype=np.int64)

@@ -121,6 +121,34 @@ def test_up_axis_per_format_and_characters_stand_upright(assets_dataset):
         assert np.argmax(extent) == 1, (name, extent)  # taller than wide or deep: standing on +Y, not lying down
 
 
+def test_view_shows_non_shapenet_objects_on_their_source_meshes(assets_dataset, real_assets, tmp_path):
+    """cma-build view on the folder dataset: a skinned character, an OFF file and a glTF with a side .bin,
+    with --source; the recorded mesh is the file's (through source_to_world) and the stored cloud lies on it."""
+    from test_view import read_back
+
+    ds, _, _ = assets_dataset
+    rows = by_file(ds)
+    names = ("godot-player-player.glb", "ballA.off", "TestScene.gltf")
+    keys = [f"{rows[n]['synset_id']}/{rows[n]['model_id']}" for n in names]
+    out = tmp_path / "assets.rrd"
+    proc = run_cli("cma-build", "view", str(ds), "--objects", ",".join(keys), "--source", str(real_assets),
+                   "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    rec = read_back(out)
+    for name, key in zip(names, keys):
+        a = load(ds, rows[name])
+        v, t = read_source_mesh(rows[name]["obj_path"], rows[name]["format"], real_assets)
+        mesh = rec[f"/objects/{key}/source_mesh"]
+        vertices = np.asarray(mesh["Position3D"], dtype=np.float64)
+        assert np.abs(vertices - apply_transform(a["source_to_world"], v)).max() < 1e-6
+        assert np.array_equal(np.asarray(mesh["TriangleIndices"]), t)
+        m = int(a["fused_point_count"])
+        points = np.asarray(rec[f"/objects/{key}/fused_points"]["Position3D"], dtype=np.float64)
+        assert len(points) == m and np.percentile(MeshRaycaster(vertices, t).distance(points), 99) < 1e-4, name
+        cams = {e.split("/cams/")[1][:7] for e in rec if e.startswith(f"/objects/{key}/cams/")}
+        assert len(cams) == a["K"].shape[0]
+
+
 def test_materials_textures_vertex_colours_and_neutral_grey(assets_dataset):
     ds, _, _ = assets_dataset
     rows = by_file(ds)
