@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import signal
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -547,27 +549,35 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
 
     wanted_views = parse_views(views)
     reader = DatasetReader.open(dataset)
+    if out is not None and out.expanduser().resolve().is_relative_to(reader.root.resolve()):
+        raise CmaError(f"--out {out}: inside the dataset {reader.root}; write the recording elsewhere")
+    if serve:
+        from cma_builder.view.serve import check_serve_options
+
+        host = check_serve_options(host, web_port, grpc_port)
     wanted = [i for item in ids for i in _split_list(item) or []]
     objs = choose(reader, wanted or None, n=n, seed=seed)
     reader.verify(objs)
     meshes = _source_meshes(reader, objs, source, layout) if source is not None else None
-    if serve:
-        from cma_builder.view.serve import check_port
+    from cma_builder.view.serve import interrupt_on_termination
 
-        check_port(host, web_port, "--web-port")
-        check_port(host, grpc_port, "--grpc-port")
-    with tempfile.TemporaryDirectory(prefix="cma-view-") as folder:
-        target = out if out is not None else Path(folder) / "view.rrd"
-        written = write_recording(reader, objs, target, wanted_views, meshes)
-        plural = "s" if len(objs) != 1 else ""
-        click.echo(f"Wrote {written.path}: {len(objs)} object{plural}, {written.views} cameras, {written.points} fused "
-                   "points" + (f", {written.mesh_triangles} source triangles" if meshes is not None else ""))
-        if not serve:
-            click.echo(f"Open it with: rerun {written.path}")
-            return
-        from cma_builder.view.serve import serve as run_serve
+    previous = interrupt_on_termination()  # SIGTERM / SIGHUP: cleaned up as after Ctrl-C (no partial file)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cma-view-") if out is None else nullcontext(None) as folder:
+            target = out if out is not None else Path(folder) / "view.rrd"
+            written = write_recording(reader, objs, target, wanted_views, meshes)
+            plural = "s" if len(objs) != 1 else ""
+            click.echo(f"Wrote {written.path}: {len(objs)} object{plural}, {written.views} cameras, {written.points} "
+                       "fused points" + (f", {written.mesh_triangles} source triangles" if meshes is not None else ""))
+            if not serve:
+                click.echo(f"Open it with: rerun {written.path}")
+                return
+            from cma_builder.view.serve import serve as run_serve
 
-        code = run_serve(written.path, host, web_port, grpc_port, echo=click.echo)
+            code = run_serve(written.path, host, web_port, grpc_port, echo=click.echo)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if code:
         raise SystemExit(code)
 
@@ -587,7 +597,10 @@ def _source_meshes(reader, objs, source: Path, layout: str | None) -> dict:
         if src is None or not src.path.is_file():
             raise CmaError(f"--source: {obj.key} not found in {collection.root}")
         to_world = reader.load(obj, ["source_to_world"]).get("source_to_world", np.eye(4))
-        meshes[(obj.synset_id, obj.model_id)] = dataset_mesh(src, to_world, collection.root)
+        vertices, triangles = dataset_mesh(src, to_world, collection.root)
+        if not len(triangles):
+            raise CmaError(f"--source: {src.path}: no triangles read (is it the file {obj.key} was rendered from?)")
+        meshes[(obj.synset_id, obj.model_id)] = vertices, triangles
     return meshes
 
 

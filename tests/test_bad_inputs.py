@@ -51,7 +51,7 @@ def world(rendered, synth_tree, tmp_path_factory):
     return {"DS": str(rendered), "TREE": str(synth_tree), "RUN": str(run), "TRUNC": str(trunc),
             "CKPT": str(run / "checkpoints" / "last.pt"), "TRUNC_CKPT": str(ckpt), "FILE": str(root / "file.txt"),
             "BADYAML": str(root / "bad.yaml"), "LISTYAML": str(root / "list.yaml"), "DIR": str(root / "folder"),
-            "BADJSON": str(root / "poses.json"), "NOPE": str(root / "does-not-exist"), "OUT": str(root / "out"),
+            "BADJSON": str(root / "poses.json"), "DS_FILE": str(rendered / "view.rrd"), "NOPE": str(root / "does-not-exist"), "OUT": str(root / "out"),
             **damaged, **links, "_watch": [rendered, synth_tree, root], "_outside": outside}
 
 
@@ -194,6 +194,10 @@ CASES = [
     (B, "view DS --out OUT/v.rrd --views two", "two"),
     (B, "view DS --out OUT/v.rrd --n 0", "--n"),
     (B, "view DS --out OUT/v.rrd --host 0.0.0.0", "--serve"),
+    (B, "view DS --out DS_FILE", "inside the dataset"),
+    (B, "view DS --serve --host ::1", "IPv4 addresses only"),
+    (B, "view DS --serve --host node.example", "expected an IPv4 address"),
+    (B, "view DS --serve --web-port 9999 --grpc-port 9999", "two ports"),
     (B, "view DS --serve --web-port 70000", "--web-port"),
     (B, "view DS --out OUT/v.rrd --source NOPE", "NOPE"),
     (B, "view DS --out OUT/v.rrd --source DIR --layout folder", ""),

@@ -48,7 +48,7 @@ def choose(reader: DatasetReader, ids: list[str] | None, n: int, seed: int = 0) 
         if missing:
             raise CmaError(f"--objects: {', '.join(missing[:5])} not among the {len(objs)} rendered objects of "
                            f"{reader.root} (give model ids or synset/model ids from index.csv)")
-        return [by_id[i] for i in dict.fromkeys(ids)]
+        return list({by_id[i].key: by_id[i] for i in ids}.values())  # an object named twice (id, synset/id) once
     if n < 1:
         raise CmaError(f"--n must be at least 1, got {n}")
     rng = np.random.default_rng(seed)

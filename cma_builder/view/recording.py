@@ -13,7 +13,7 @@ Entities of one object (docs/VIEWING.md):
         cams/view_KK/image/rgb, depth, mask      Image, DepthImage (1 = one dataset unit), SegmentationImage
         cams/view_KK/image/visible               Points2D: those points' stored pixels (fused_pixels)
 
-Only the rerun SDK is used to write it: it holds no usage-data code (README, "Viewing in 3D").
+Only the rerun SDK's logging code runs to write it; it sends nothing (docs/VIEWING.md, "Usage data").
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from cma_builder.view.pinhole import rerun_image_from_camera, rerun_translation_
 APPLICATION_ID = "cma-build view"
 ARRAYS = ["rgb", "depth", "mask", "K", "world_to_cam", "fused_points", "fused_origin", "fused_point_count",
           "fused_pixels", "fused_visible", "source_to_world", "bounding_sphere"]
-FUSED_RADIUS = 2.5  # UI points (3D)
-VISIBLE_RADIUS = 1.5  # UI points (3D): inside the fused points they coincide with, lit up when their camera is selected
+FUSED_RADIUS = 2.0  # UI points (3D)
+VISIBLE_RADIUS = 2.5  # UI points (3D): drawn over the fused points they coincide with, so selecting them outlines them
 PIXEL_DOT = 0.3  # pixels (2D): a dot inside the pixel, the image visible around it
 
 

@@ -51,15 +51,36 @@ def analytics_off_env(folder: Path) -> dict[str, str]:
     return dict(os.environ, XDG_CONFIG_HOME=str(config), XDG_DATA_HOME=str(data))
 
 
-def check_port(host: str, port: int, option: str) -> None:
-    """A clear error now, not a bind failure inside rerun, when ``host:port`` cannot be listened on."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise CmaError(f"{option} {port}: cannot listen on {host}:{port} ({exc.strerror}); "
-                           f"pick another with {option}") from None
+def check_serve_options(host: str, web_port: int, grpc_port: int) -> str:
+    """The address rerun will bind (``localhost`` read as 127.0.0.1), or a one-line error now, before any
+    work: rerun 0.23.1 binds IPv4 addresses only, and each port must be free and different."""
+    import ipaddress
+
+    address = LOCALHOST if host == "localhost" else host
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise CmaError(f"--host '{host}': expected an IPv4 address such as 127.0.0.1 (this machine only) or "
+                       "0.0.0.0 (every interface)") from None
+    if ip.version != 4:
+        raise CmaError(f"--host '{host}': rerun 0.23.1 binds IPv4 addresses only, such as 127.0.0.1 or 0.0.0.0")
+    if web_port == grpc_port:
+        raise CmaError(f"--web-port and --grpc-port are both {web_port}; they need two ports")
+    for port, option in ((web_port, "--web-port"), (grpc_port, "--grpc-port")):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError as exc:
+                raise CmaError(f"{option} {port}: cannot listen on {address}:{port} ({exc.strerror}); "
+                               f"pick another with {option}") from None
+    return address
+
+
+def node_name() -> str:
+    """This machine's name as others reach it (the fully qualified one when it is known)."""
+    name = socket.getfqdn()
+    return socket.gethostname() if not name or name.startswith("localhost") else name
 
 
 def viewer_url(web_port: int, grpc_port: int, host: str = "localhost") -> str:
@@ -69,14 +90,12 @@ def viewer_url(web_port: int, grpc_port: int, host: str = "localhost") -> str:
 
 def instructions(host: str, web_port: int, grpc_port: int) -> list[str]:
     """What to run on one's own machine to open the viewer."""
-    if host in (LOCALHOST, "localhost", "::1"):
-        node = socket.getfqdn()
-        node = socket.gethostname() if node.startswith("localhost") or not node else node
+    if host == LOCALHOST:
         return [f"On your machine: ssh -N -L {web_port}:localhost:{web_port} -L {grpc_port}:localhost:{grpc_port} "
-                f"{getpass.getuser()}@{node}",
+                f"{getpass.getuser()}@{node_name()}",
                 f"then open {viewer_url(web_port, grpc_port)}",
                 "(on this machine itself, open that address directly)"]
-    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    shown = node_name() if host == "0.0.0.0" else host
     return [f"Listening on {host}: anyone who can reach this machine on ports {web_port} and {grpc_port} sees the data",
             f"open {viewer_url(web_port, grpc_port, shown)}"]
 
@@ -85,13 +104,13 @@ def serve(rrd: Path, host: str, web_port: int, grpc_port: int, echo=print) -> in
     """Serve ``rrd`` until Ctrl-C (or the server stops); returns rerun's exit status (0 after Ctrl-C)."""
     binary = rerun_executable()
     with tempfile.TemporaryDirectory(prefix="cma-rerun-") as folder:
-        cmd = [str(binary), "--serve-web", "--bind", host, "--port", str(grpc_port), "--web-viewer-port",
-               str(web_port), str(rrd)]
+        cmd = [*_dies_with_us(), str(binary), "--serve-web", "--bind", host, "--port", str(grpc_port),
+               "--web-viewer-port", str(web_port), str(rrd)]
         log = Path(folder) / "rerun.log"
         with open(log, "w") as fh:  # a file, not a pipe: a long session's log never blocks the server
             proc = subprocess.Popen(cmd, env=analytics_off_env(Path(folder)), stdin=subprocess.DEVNULL, stdout=fh,
                                     stderr=subprocess.STDOUT)
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        previous = interrupt_on_termination()
         try:
             if not _wait_listening(proc, host, web_port):
                 err = log.read_text(errors="replace").strip().splitlines()
@@ -114,6 +133,21 @@ def serve(rrd: Path, host: str, web_port: int, grpc_port: int, echo=print) -> in
                     proc.wait()
 
 
+# Linux: a fresh single-threaded Python sets PR_SET_PDEATHSIG (kept across exec) and becomes rerun, so the
+# server goes when this process goes, even killed with SIGKILL (preexec_fn is unsafe: rerun's threads run here).
+_PDEATHSIG = ("import ctypes, os, signal, sys; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM); "
+              "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def _dies_with_us() -> list[str]:
+    return [sys.executable, "-c", _PDEATHSIG, str(os.getpid())] if sys.platform.startswith("linux") else []
+
+
+def interrupt_on_termination():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt (cleanup runs as for Ctrl-C); returns the previous handlers."""
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+
 def _interrupt(signum, frame):
     """SIGTERM or SIGHUP (a closed SSH session): stop the server as Ctrl-C does, never leave it behind."""
     raise KeyboardInterrupt
@@ -121,7 +155,7 @@ def _interrupt(signum, frame):
 
 def _wait_listening(proc: subprocess.Popen, host: str, port: int, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
-    connect_host = LOCALHOST if host in ("0.0.0.0", "localhost") else "::1" if host == "::" else host
+    connect_host = LOCALHOST if host == "0.0.0.0" else host
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             with socket.create_connection((connect_host, port), timeout=0.5):

@@ -167,7 +167,7 @@ def test_views_and_objects_are_chosen_and_source_mesh_is_the_files(tmp_path, syn
     reader = DatasetReader.open(GOLDEN)
     obj = reader.objects()[3]
     out = tmp_path / "one.rrd"
-    result = write(GOLDEN, out, "--objects", obj.model_id, "--views", "1,3", "--source", str(synth_tree))
+    result = write(GOLDEN, out, "--objects", f"{obj.model_id},{obj.key}", "--views", "1,3,1", "--source", str(synth_tree))
     rec = read_back(out)
     root = f"/objects/{obj.synset_id}/{obj.model_id}"
     assert {e for e in rec if e.startswith("/objects/")} == {e for e in rec if e.startswith(root)}
@@ -176,7 +176,7 @@ def test_views_and_objects_are_chosen_and_source_mesh_is_the_files(tmp_path, syn
     mesh = rec[f"{root}/source_mesh"]
     assert np.array_equal(np.asarray(mesh["Position3D"], dtype=np.float32), vertices.astype(np.float32))
     assert np.array_equal(np.asarray(mesh["TriangleIndices"]), triangles)
-    assert f"{len(triangles)} source triangles" in result.output
+    assert f"1 object, 2 cameras, 256 fused points, {len(triangles)} source triangles" in result.output
     assert not list(tmp_path.glob(".*.tmp"))  # written complete, then renamed into place
 
 
@@ -218,16 +218,17 @@ def listening(port: int) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
 def test_serve_listens_on_localhost_only_and_sets_up_no_usage_data(golden_view, tmp_path, stop):
     ds = golden_view[0]
     web, grpc = free_port(), free_port()
-    home = tmp_path / "home"
+    home, scratch = tmp_path / "home", tmp_path / "tmp"  # a killed cma-build cannot remove its temporary folders
     home.mkdir()
+    scratch.mkdir()
     proc = subprocess.Popen([str(BIN / "cma-build"), "view", str(ds), "--objects",
                              DatasetReader.open(ds).objects()[0].model_id, "--serve", "--web-port", str(web),
                              "--grpc-port", str(grpc)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=rerun_env(home))
+                            env=dict(rerun_env(home), TMPDIR=str(scratch)))
     try:
         lines = []
         deadline = time.monotonic() + 120
@@ -245,10 +246,13 @@ def test_serve_listens_on_localhost_only_and_sets_up_no_usage_data(golden_view, 
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/", timeout=10) as page:
             body = page.read().decode(errors="replace")
         assert page.status == 200 and "Rerun" in body and 'get_query_bool(query, "notebook"' in body
-        proc.send_signal(stop)  # to cma-build only: it stops the server it started
-        assert proc.wait(30) == 0
+        proc.send_signal(stop)  # to cma-build only: it stops the server it started (killed: the server dies with it)
+        assert proc.wait(30) == (-signal.SIGKILL if stop == signal.SIGKILL else 0)
     finally:
         if proc.poll() is None:
             proc.kill()
+    deadline = time.monotonic() + 15
+    while (listening(web) or listening(grpc)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert listening(web) == set() and listening(grpc) == set()  # the server is gone too
     assert not any(home.rglob("*")), sorted(home.rglob("*"))  # no Rerun config or usage-data file of the user's
