@@ -520,8 +520,8 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
     Writes a Rerun recording in which each chosen object has, in its own dataset frame, every
     camera as a pinhole with the stored K, resolution and world_to_cam and its RGB, depth and
     mask under it; the fused cloud in the colours of the pixels it came from; and per camera
-    the points its stored visibility flags call visible (select a camera: they light up, and
-    they sit on its image). With --source, the source mesh too. Open it with `rerun FILE.rrd`
+    the points its stored visibility flags call visible (select the camera cams/view_KK in the
+    tree: they light up, and they sit on its image). With --source, the source mesh too. Open it with `rerun FILE.rrd`
     (pip install 'cma-toolkit[view]'), or --serve it to a browser through an SSH tunnel.
     docs/VIEWING.md says how the conventions map and what each entity is.
 

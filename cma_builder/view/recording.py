@@ -6,8 +6,8 @@ Entities of one object (docs/VIEWING.md):
     /objects/<synset id>/<model id>              view coordinates: right-handed, Y up
         fused_points                             Points3D: the fused cloud, each point in the RGB of its origin pixel
         source_mesh                              Mesh3D: the source file (--source), through source_to_world
-        cams/view_KK                             Transform3D: world_to_cam (the object -> camera KK, OpenCV frame)
-        cams/view_KK/visible                     Points3D: the fused points fused_visible marks visible in view KK,
+        cams/view_KK                             Transform3D: world_to_cam (the object -> camera KK, OpenCV frame),
+                                                 and Points3D: the fused points fused_visible marks visible in view KK,
                                                  camera frame, each in the RGB view KK shows at its stored pixel
         cams/view_KK/image                       Pinhole: K (principal point + 0.5, Rerun's pixel centers), W x H
         cams/view_KK/image/rgb, depth, mask      Image, DepthImage (1 = one dataset unit), SegmentationImage
@@ -134,8 +134,9 @@ def log_object(rec, obj: ObjectRef, a: dict[str, np.ndarray], views: list[int],
         pixels = a["fused_pixels"][:m, k][visible].astype(np.float64)
         vu = np.clip(np.floor(pixels + 0.5).astype(np.int64), 0, [height - 1, width - 1])
         seen = rgb[k, vu[:, 0], vu[:, 1]]
-        log(f"{cam}/visible", rr.Points3D(fused[visible].astype(np.float64) @ rotation.T + translation, colors=seen,
-                                          radii=rr.Radius.ui_points(VISIBLE_RADIUS)))
+        # on the camera entity itself: selecting the camera outlines them (Rerun highlights no children)
+        log(cam, rr.Points3D(fused[visible].astype(np.float64) @ rotation.T + translation, colors=seen,
+                             radii=rr.Radius.ui_points(VISIBLE_RADIUS)))
         image = f"{cam}/image"
         log(image, rr.Pinhole(image_from_camera=rerun_image_from_camera(a["K"][k]), resolution=[width, height],
                               camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=0.3 * distance))

@@ -109,8 +109,8 @@ def test_recording_holds_every_entity_and_the_stored_cameras(golden_view):
         V, H, W = a["depth"].shape
         for k in range(V):
             cam = f"{root}/cams/view_{k:02d}"
-            assert {cam, f"{cam}/visible", f"{cam}/image", f"{cam}/image/rgb", f"{cam}/image/depth",
-                    f"{cam}/image/mask", f"{cam}/image/visible"} <= set(rec)
+            assert {cam, f"{cam}/image", f"{cam}/image/rgb", f"{cam}/image/depth", f"{cam}/image/mask",
+                    f"{cam}/image/visible"} <= set(rec)
             w2c = a["world_to_cam"][k]
             # the recorded transform is world_to_cam itself (parent -> child), to float32
             assert rec[cam]["TransformRelation"] == 2  # ChildFromParent
@@ -126,8 +126,8 @@ def test_recording_holds_every_entity_and_the_stored_cameras(golden_view):
             assert rec[f"{cam}/image/depth"]["DepthMeter"] == 1.0
             assert np.array_equal(image(rec[f"{cam}/image/mask"]).astype(bool), a["mask"][k])
             vis = a["fused_visible"][:m, k]
-            seen = np.asarray(rec[f"{cam}/visible"]["Position3D"], dtype=np.float64)
-            assert len(seen) == vis.sum()
+            seen = np.asarray(rec[cam]["Position3D"], dtype=np.float64)  # on the camera entity: selected with it
+            assert len(seen) == vis.sum() and (seen[:, 2] > 0).all()  # in front of the camera (RDF: +z forward)
             back = (seen - w2c[:3, 3]) @ w2c[:3, :3]  # camera frame -> object frame
             assert np.abs(back - a["fused_points"][:m][vis]).max() < 1e-5
     assert total == sum(int(reader.load(o, ["fused_point_count"])["fused_point_count"]) for o in objs)
