@@ -539,8 +539,6 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
         raise click.UsageError("say where the recording goes: --out FILE.rrd, or --serve (or both)")
     if not serve and (host, web_port, grpc_port) != ("127.0.0.1", 9090, 9876):
         raise CmaError("--host, --web-port and --grpc-port apply to --serve")
-    if out is not None:
-        check_output_file(out, "--out", "view.rrd")
     if source is not None:
         require("validate", "cma-build view --source")
     from cma_builder.checks.preview import choose
@@ -549,8 +547,9 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
 
     wanted_views = parse_views(views)
     reader = DatasetReader.open(dataset)
-    if out is not None and out.expanduser().resolve().is_relative_to(reader.root.resolve()):
-        raise CmaError(f"--out {out}: inside the dataset {reader.root}; write the recording elsewhere")
+    if out is not None:
+        _outside_dataset(out, reader.root)
+        check_output_file(out, "--out", "view.rrd")
     if serve:
         from cma_builder.view.serve import check_serve_options
 
@@ -579,7 +578,18 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if code:
-        raise SystemExit(code)
+        raise CmaError(f"Rerun's server stopped on its own ({f'signal {-code}' if code < 0 else f'exit {code}'})")
+
+
+def _outside_dataset(out: Path, root: Path) -> None:
+    """Refuse an output file inside the dataset, as written (a link inside it, such as shards/ on another
+    disk, counts) or as resolved."""
+    import os
+
+    given = Path(os.path.abspath(out.expanduser()))
+    for path in (given, given.resolve()):
+        if any(path.is_relative_to(r) for r in (Path(os.path.abspath(root)), root.resolve())):
+            raise CmaError(f"--out {out}: inside the dataset {root}; write the recording elsewhere")
 
 
 def _source_meshes(reader, objs, source: Path, layout: str | None) -> dict:

@@ -144,8 +144,10 @@ def _dies_with_us() -> list[str]:
 
 
 def interrupt_on_termination():
-    """SIGTERM and SIGHUP raise KeyboardInterrupt (cleanup runs as for Ctrl-C); returns the previous handlers."""
-    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    """SIGTERM and SIGHUP raise KeyboardInterrupt (cleanup runs as for Ctrl-C), unless ignored (``nohup``);
+    returns the previous handlers."""
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def _interrupt(signum, frame):

@@ -256,3 +256,25 @@ def test_serve_listens_on_localhost_only_and_sets_up_no_usage_data(golden_view, 
         time.sleep(0.2)
     assert listening(web) == set() and listening(grpc) == set()  # the server is gone too
     assert not any(home.rglob("*")), sorted(home.rglob("*"))  # no Rerun config or usage-data file of the user's
+
+
+def test_out_inside_the_dataset_is_refused_also_through_a_link(tmp_path):
+    """The shards moved to another disk and linked back: a path through the link is still inside the dataset."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from golden.make_golden import GOLDEN
+    from cma_builder.cli import cli
+
+    ds = tmp_path / "ds"
+    shutil.copytree(GOLDEN, ds)
+    shutil.move(ds / "shards", tmp_path / "elsewhere")
+    (ds / "shards").symlink_to(tmp_path / "elsewhere")
+    shard = next((tmp_path / "elsewhere").iterdir()).name
+    before = sorted((p.name, p.stat().st_size) for p in (tmp_path / "elsewhere").rglob("*"))
+    for out in (ds / "v.rrd", ds / "shards" / shard / "v.rrd", ds / "index.csv"):
+        result = CliRunner().invoke(cli, ["view", str(ds), "--n", "1", "--out", str(out)])
+        assert result.exit_code == 2 and "inside the dataset" in result.output, result.output
+    assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "elsewhere").rglob("*")) == before
+    assert (ds / "index.csv").read_text().startswith("synset_id,")
