@@ -521,13 +521,14 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
     camera as a pinhole with the stored K, resolution and world_to_cam and its RGB, depth and
     mask under it; the fused cloud in the colours of the pixels it came from; and per camera
     the points its stored visibility flags call visible (select the camera cams/view_KK in the
-    tree: they light up, and they sit on its image). With --source, the source mesh too. Open it with `rerun FILE.rrd`
-    (pip install 'cma-toolkit[view]'), or --serve it to a browser through an SSH tunnel.
-    docs/VIEWING.md says how the conventions map and what each entity is.
+    tree: they light up, and they sit on its image). With --source, the source mesh too. Open
+    it with `rerun FILE.rrd` (pip install 'cma-toolkit[view]'), or, on a machine without a
+    display, --serve it to a browser through an SSH tunnel. docs/VIEWING.md says how the
+    conventions map and what each entity is.
 
     \b
     Example:
-      cma-build view out/demo/dataset --objects 37bc1e68a1cf27757033fbd531016542 --out chair.rrd
+      cma-build view out/demo/dataset --objects 3e31fb26f656a12e2c100acdcc0c7c59 --out chair.rrd
       rerun chair.rrd
       cma-build view shapenet-cma --n 4 --views 0,3,6,9 --source ~/data/ShapeNetCore.v2 --out sample.rrd
       cma-build view shapenet-cma --objects 03001627/1a6f615e8b1b5ae4dbbc9440457e303e --serve
@@ -543,12 +544,13 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
         require("validate", "cma-build view --source")
     from cma_builder.checks.preview import choose
     from cma_builder.format.reader import DatasetReader
+    from cma_builder.paths import refuse_inside
     from cma_builder.view.recording import parse_views, write_recording
 
     wanted_views = parse_views(views)
     reader = DatasetReader.open(dataset)
     if out is not None:
-        _outside_dataset(out, reader.root)
+        refuse_inside(out, reader.root)
         check_output_file(out, "--out", "view.rrd")
     if serve:
         from cma_builder.view.serve import check_serve_options
@@ -570,6 +572,8 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
                        "fused points" + (f", {written.mesh_triangles} source triangles" if meshes is not None else ""))
             if not serve:
                 click.echo(f"Open it with: rerun {written.path}")
+                if _no_display():
+                    click.echo("(no display here: open it on a desktop, or show it in a browser with --serve)")
                 return
             from cma_builder.view.serve import serve as run_serve
 
@@ -581,15 +585,12 @@ def view(dataset: Path, ids: tuple[str, ...], n: int, seed: int, views: str | No
         raise CmaError(f"Rerun's server stopped on its own ({f'signal {-code}' if code < 0 else f'exit {code}'})")
 
 
-def _outside_dataset(out: Path, root: Path) -> None:
-    """Refuse an output file inside the dataset, as written (a link inside it, such as shards/ on another
-    disk, counts) or as resolved."""
+def _no_display() -> bool:
+    """Linux without X11 or Wayland (a cluster node): Rerun's native viewer cannot open a window."""
     import os
+    import sys
 
-    given = Path(os.path.abspath(out.expanduser()))
-    for path in (given, given.resolve()):
-        if any(path.is_relative_to(r) for r in (Path(os.path.abspath(root)), root.resolve())):
-            raise CmaError(f"--out {out}: inside the dataset {root}; write the recording elsewhere")
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _source_meshes(reader, objs, source: Path, layout: str | None) -> dict:

@@ -71,3 +71,14 @@ def check_inside(root: str | os.PathLike, rels) -> None:
     it writes the first)."""
     for rel in rels:
         inside(root, rel)
+
+
+def refuse_inside(out: str | os.PathLike, root: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse (CmaError) an output path inside the folder ``root`` (a dataset a command reads): as written,
+    or once links are followed (a link inside ``root``, such as shards/ moved to another disk, counts).
+    Returns ``out`` made absolute."""
+    given = Path(os.path.abspath(Path(out).expanduser()))
+    bases = (Path(os.path.abspath(root)), Path(root).resolve())
+    if any(path.is_relative_to(base) for path in (given, given.resolve()) for base in bases):
+        raise CmaError(f"{option} {out}: inside the dataset {root}; write it outside")
+    return given

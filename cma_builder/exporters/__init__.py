@@ -20,7 +20,7 @@ from pathlib import Path
 from cma_builder import faults
 from cma_builder.atomic import atomic_write
 from cma_builder.errors import CmaError
-from cma_builder.paths import check_inside
+from cma_builder.paths import check_inside, refuse_inside
 from cma_builder.progress import progress
 from cma_builder.format import DatasetReader, ObjectRef
 from cma_builder.source.splits import SPLIT_NAMES
@@ -172,9 +172,7 @@ def export(dataset: str | os.PathLike, fmt: str, out: str | os.PathLike, options
         raise CmaError("no objects selected" + (f" (the dataset has {', '.join(f'{n} {s}' for s, n in have.items())})"
                                                 if have else " (the dataset has no rendered objects)"))
     reader.verify(objs)  # a damaged dataset or an index whose ids are not the shards': refused before any write
-    out = Path(out).expanduser().absolute()
-    if out.resolve().is_relative_to(reader.root):
-        raise CmaError(f"{out}: inside the dataset; choose an --out outside {reader.root}")
+    out = refuse_inside(out, reader.root)
     # every path this export may write stays in --out, links followed (checked before the first write)
     check_inside(out, [*BOOKKEEPING, *(exporter.target(o) for o in objs), *exporter.list_files()])
     marker = {"format": fmt, "dataset": str(reader.root), "dataset_settings_hash": reader.attrs["settings_hash"],

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +42,9 @@ PIXEL_DOT = 0.3  # pixels (2D): a dot inside the pixel, the image visible around
 @dataclass
 class Written:
     path: Path
-    objects: list[str]
     views: int = 0
     points: int = 0
     mesh_triangles: int = 0
-    entities: list[str] = field(default_factory=list)
 
 
 def object_path(obj: ObjectRef) -> str:
@@ -88,7 +86,7 @@ def write_recording(reader: DatasetReader, objs: list[ObjectRef], out: Path, vie
     rr.set_strict_mode(True)  # a component rerun cannot convert is an error, never silently left out
     out = ensure_parent(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    written = Written(out, [o.key for o in objs])
+    written = Written(out)
     try:
         rec.save(tmp, default_blueprint=blueprint(objs, shown))
         for obj in progress(objs, desc="view", unit="obj", enabled=show_progress):
@@ -108,7 +106,10 @@ def log_object(rec, obj: ObjectRef, a: dict[str, np.ndarray], views: list[int],
     import rerun as rr
 
     root = object_path(obj)
-    log = _logger(rec, written)
+
+    def log(path: str, *archetypes) -> None:
+        rec.log(path, *archetypes, static=True)
+
     log(root, rr.ViewCoordinates.RIGHT_HAND_Y_UP)
     rgb, depth, mask = a["rgb"], a["depth"], a["mask"]
     m = int(a["fused_point_count"])
@@ -145,14 +146,6 @@ def log_object(rec, obj: ObjectRef, a: dict[str, np.ndarray], views: list[int],
         log(f"{image}/mask", rr.SegmentationImage(mask[k].astype(np.uint8)))
         log(f"{image}/visible", rr.Points2D(rerun_xy(pixels), colors=seen, radii=PIXEL_DOT))
         written.views += 1
-
-
-def _logger(rec, written: Written):
-    def log(path: str, *archetypes) -> None:
-        rec.log(path, *archetypes, static=True)
-        if path not in written.entities:
-            written.entities.append(path)
-    return log
 
 
 def blueprint(objs: list[ObjectRef], views: list[int]):
